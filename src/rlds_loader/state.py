@@ -1,0 +1,99 @@
+"""The data loader's checkpoint: a JSON file of a few hundred bytes.
+
+    {"format": "rlds_loader.state/1", "batches_seen": N, "global_batch_size": B, "seed": S,
+     "shuffle": true, "process_count": P, "fingerprint": "...", "parts": {"datasets": "...", ...}}
+
+`fingerprint` hashes everything that defines the sample stream; `parts` hashes each group of it, so a
+refused state can say which group differs. `process_count` is informational: the stream is global, so any
+host count that divides the global batch resumes it exactly. The seed format of the tf.data skip loaders,
+`{"batches_seen": N, "version": "1.0"}`, is accepted as position N without checks (it carries none).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+from rlds_loader.errors import StateError
+from rlds_loader.tfds import storage
+
+STATE_FORMAT = "rlds_loader.state/1"
+STATE_FILENAME = "dataloader_state.json"
+MAX_STATE_BYTES = 512
+
+
+def state_file(path: str) -> str:
+    """A folder (or checkpoint step folder) -> its dataloader_state.json; a *.json path is used as is."""
+    path = str(path)
+    if path.endswith(".json"):
+        return path
+    return posixpath.join(path, STATE_FILENAME) if "://" in path else storage.join(path, STATE_FILENAME)
+
+
+def encode_state(state: Mapping[str, Any]) -> bytes:
+    data = json.dumps(dict(state), sort_keys=True, separators=(",", ":")).encode()
+    if len(data) > MAX_STATE_BYTES:
+        raise StateError(f"state is {len(data)} bytes, over the {MAX_STATE_BYTES}-byte budget: {data[:200]!r}")
+    return data
+
+
+def write_state(path: str, state: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> str:
+    """Atomically write the state to `path` (folder or .json file, local or fsspec URL); returns the file."""
+    target = state_file(path)
+    data = encode_state(state)
+    fs, fpath = storage.filesystem(target, **dict(storage_options or {}))
+    storage.atomic_write(fs, fpath, data)
+    return target
+
+
+def read_state(path: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read and validate a state file; every problem is a StateError naming the file."""
+    target = state_file(path)
+    fs, fpath = storage.filesystem(target, **dict(storage_options or {}))
+    try:
+        raw = fs.cat_file(fpath)
+    except FileNotFoundError as e:
+        raise StateError(f"no data loader state at {target} (looked for {STATE_FILENAME})") from e
+    if len(raw) > 64 * MAX_STATE_BYTES:
+        raise StateError(f"{target}: {len(raw)} bytes is far too large for a data loader state")
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StateError(f"{target}: corrupt data loader state (not JSON: {e})") from e
+    if not isinstance(state, dict):
+        raise StateError(f"{target}: corrupt data loader state (a JSON {type(state).__name__}, not an object)")
+    seen = state.get("batches_seen")
+    if not isinstance(seen, int) or isinstance(seen, bool) or seen < 0:
+        raise StateError(f"{target}: corrupt data loader state (batches_seen={seen!r}, want an integer >= 0)")
+    fmt = state.get("format")
+    if fmt is None and "version" in state:
+        return {"batches_seen": seen, "legacy": True}
+    if fmt != STATE_FORMAT:
+        raise StateError(f"{target}: unknown state format {fmt!r} (this version reads {STATE_FORMAT!r} "
+                         "and the tf.data skip loaders' {\"batches_seen\": N, \"version\": ...})")
+    return state
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], source: str = "state") -> None:
+    """Refuse a state whose stream differs from the current loader's, saying what differs."""
+    if saved.get("legacy"):
+        return
+    diffs = []
+    for key in ("global_batch_size", "seed", "shuffle"):
+        if saved.get(key) != current.get(key):
+            diffs.append(f"{key}: saved {saved.get(key)!r}, current {current.get(key)!r}")
+    saved_parts, cur_parts = saved.get("parts") or {}, current.get("parts") or {}
+    for key in sorted(set(saved_parts) | set(cur_parts)):
+        if saved_parts.get(key) != cur_parts.get(key) and not any(d.startswith(key) for d in diffs):
+            what = {"datasets": "datasets (names, versions, splits, weights or keys)",
+                    "sampling": "sampling (shuffle, seed or max_samples)",
+                    "transforms": "transforms (action_horizon, image_size, ...)",
+                    "data": "the data files (the datasets' shards changed)"}.get(key, key)
+            diffs.append(f"{what}: saved {saved_parts.get(key)}, current {cur_parts.get(key)}")
+    if not diffs and saved.get("fingerprint") != current.get("fingerprint"):
+        diffs.append(f"fingerprint: saved {saved.get('fingerprint')}, current {current.get('fingerprint')}")
+    if diffs:
+        raise StateError(f"{source} was saved by a loader with a different configuration; refusing to resume "
+                         "a different stream. Differences: " + "; ".join(diffs))

@@ -1,0 +1,331 @@
+"""Encoded image bytes -> pixel arrays of a requested size.
+
+Two entry points:
+
+- ``decode_resize``: the camera path. Any JPEG/PNG (gray, gray+alpha, RGB, RGBA, palette, 8 or 16 bit)
+  -> uint8 RGB ``[h, w, 3]``. JPEGs go through libjpeg-turbo (``simplejpeg``), decoding directly at a
+  reduced scale (DCT scaling) when the target is at most half the source in both dimensions, then
+  Pillow resizes to the exact size.
+- ``decode_resize_any``: every other image feature (depth maps, masks, ...). Keeps the stored dtype and
+  channel count: ``[h, w, C]`` of uint8 or uint16.
+
+Resizing is a "stretch" to ``size = (height, width)`` (the aspect ratio is not kept) with Pillow's
+BILINEAR filter, whose support widens with the downscale factor, so it antialiases on downscale.
+
+Both are deterministic (the same bytes give the same pixels: libjpeg-turbo's accurate integer IDCT and
+Pillow's resampling are single-threaded, exact integer or fixed-order float code), and both release the
+GIL in their heavy parts, so decoding scales with threads.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from rlds_loader.errors import CorruptRecordError
+
+__all__ = [
+    "decode_resize",
+    "decode_resize_any",
+    "image_format",
+    "padding_image",
+    "resize",
+]
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The filter used for every resize: the cheapest Pillow filter that interpolates and antialiases.
+_FILTER = Image.Resampling.BILINEAR
+# JPEG colorspaces libjpeg cannot convert to RGB; such files go through Pillow.
+_NON_RGB_JPEG = ("CMYK", "YCCK")
+
+
+def image_format(data: bytes) -> str | None:
+    """The format of encoded image bytes from their magic number: "jpeg", "png", or None (other)."""
+    head = bytes(data[:8])
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if head == _PNG_MAGIC:
+        return "png"
+    return None
+
+
+def padding_image(size: tuple[int, int]) -> np.ndarray:
+    """The stand-in frame of a missing camera: zeros, uint8 [height, width, 3]."""
+    height, width = _check_size(size)
+    return np.zeros((height, width, 3), np.uint8)
+
+
+def decode_resize(
+    data: bytes,
+    size: tuple[int, int] | None,
+    *,
+    fmt: str | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Encoded JPEG/PNG bytes -> uint8 RGB [height, width, 3], stretched to ``size = (height, width)``.
+
+    ``size=None`` keeps the stored size. Channels map to RGB as: gray -> repeated 3 times, gray+alpha ->
+    gray repeated (alpha dropped), RGBA -> RGB (alpha dropped, not composited), palette -> its RGB colors.
+    16-bit images keep their high byte (value >> 8), as TF's ``convert_image_dtype`` does.
+
+    ``fmt`` ("jpeg"/"png", e.g. the dataset's declared encoding) is only a hint used when the bytes' magic
+    number is not recognised: the bytes decide, because datasets exist whose declared format is wrong.
+
+    ``out``: a preallocated uint8 [height, width, 3] array (e.g. one row of a batch array) that receives the
+    pixels and is returned; saves one allocation and copy per image.
+
+    Raises CorruptRecordError when the bytes cannot be decoded.
+    """
+    target = None if size is None else _check_size(size)
+    kind = image_format(data) or _normalize_fmt(fmt)
+    if kind == "jpeg":
+        decoded = _decode_jpeg_rgb(data, target, out)
+        if decoded is not None:
+            return decoded
+    with _open(data) as im:
+        pil = _to_rgb_image(im)
+        if target is not None and pil.size != (target[1], target[0]):
+            pil = pil.resize((target[1], target[0]), _FILTER)
+        return _deliver(np.asarray(pil), out)
+
+
+def decode_resize_any(
+    data: bytes,
+    size: tuple[int, int] | None,
+    *,
+    fmt: str | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Encoded image bytes -> [height, width, C] in the stored dtype and channel count.
+
+    JPEG: uint8 with C = 1 (gray) or 3. PNG: uint8 or uint16 with C = 1 (gray), 2 (gray+alpha), 3 (RGB) or
+    4 (RGBA); palette images become RGB (RGBA if they have a transparent color); 1/2/4-bit gray becomes
+    uint8 0..255. 16-bit PNGs keep all 16 bits in every channel (Pillow alone truncates 16-bit color PNGs
+    to 8 bits). Resized like ``resize``; ``size=None`` keeps the stored size. ``fmt`` and ``out`` as in
+    ``decode_resize``.
+    """
+    target = None if size is None else _check_size(size)
+    kind = image_format(data) or _normalize_fmt(fmt)
+    image = None
+    if kind == "jpeg":
+        image = _decode_jpeg_native(data, target)
+    if image is None:
+        image = _decode_png16(data) if kind == "png" else None
+    if image is None:
+        with _open(data) as im:
+            image = _native_array(im)
+    if target is not None:
+        image = resize(image, target)
+    return _deliver(image, out)
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W, C] uint8/uint16/float32 -> [height, width, C] of the same dtype, BILINEAR stretch.
+
+    [H, W] gives [height, width]. Each channel is resized on its own (no alpha premultiplication: channels
+    are data). Returns the input itself when it already has the requested size. Integer results are
+    rounded and clipped to the dtype's range.
+    """
+    height, width = _check_size(size)
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"resize expects [H, W] or [H, W, C], got shape {image.shape}")
+    if image.shape[:2] == (height, width):
+        return image
+    squeeze = image.ndim == 2
+    if squeeze:
+        image = image[:, :, None]
+    if image.dtype == np.uint8 and image.shape[2] == 3:
+        result = np.asarray(Image.fromarray(image).resize((width, height), _FILTER))  # mode RGB
+    elif image.dtype == np.uint8:
+        planes = [_resize_plane(image[:, :, c], "L", (height, width)) for c in range(image.shape[2])]
+        result = np.stack(planes, axis=-1)
+    elif image.dtype.kind in "iuf" and image.dtype.itemsize <= 4:
+        # Pillow's 32-bit float mode holds every uint16 value exactly (< 2**24).
+        planes = [_resize_plane(image[:, :, c], "F", (height, width)) for c in range(image.shape[2])]
+        result = np.stack(planes, axis=-1)
+        if image.dtype.kind in "iu":
+            info = np.iinfo(image.dtype)
+            result = np.clip(np.rint(result), info.min, info.max)
+        result = result.astype(image.dtype)
+    else:
+        raise ValueError(f"resize does not support dtype {image.dtype}")
+    return result[:, :, 0] if squeeze else result
+
+
+def _resize_plane(plane: np.ndarray, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """One [H, W] channel through a Pillow image of ``mode`` ("L": uint8, "F": float32)."""
+    dtype = {"L": np.uint8, "F": np.float32}[mode]
+    pil = Image.fromarray(np.ascontiguousarray(plane, dtype=dtype))  # 2-D uint8 -> "L", float32 -> "F"
+    return np.asarray(pil.resize((size[1], size[0]), _FILTER))
+
+
+# --- JPEG through simplejpeg -------------------------------------------------------------------------
+
+
+def _jpeg_scaling(data: bytes, target: tuple[int, int] | None) -> tuple[dict, tuple[int, int], str] | None:
+    """The simplejpeg arguments for DCT scaling, the decoded (height, width) and the JPEG colorspace; None
+    when simplejpeg cannot read the header."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    kwargs: dict = {}
+    if target is not None and 2 * target[0] <= height and 2 * target[1] <= width:
+        # libjpeg-turbo picks the smallest scale M/8 whose output is still >= the target in both dims.
+        kwargs = {"min_height": target[0], "min_width": target[1]}
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data, **kwargs)
+    return kwargs, (height, width), colorspace
+
+
+def _decode_jpeg_rgb(
+    data: bytes, target: tuple[int, int] | None, out: np.ndarray | None
+) -> np.ndarray | None:
+    """JPEG -> uint8 RGB at the target size, or None to let Pillow try (CMYK, unreadable header)."""
+    scaling = _jpeg_scaling(data, target)
+    if scaling is None or scaling[2] in _NON_RGB_JPEG:
+        return None
+    kwargs, decoded_hw, _ = scaling
+    try:
+        if target is None or decoded_hw == target:
+            if out is not None and _fits(out, (*decoded_hw, 3), np.uint8) and out.flags.c_contiguous:
+                simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out, **kwargs)
+                return out
+            return _deliver(simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs), out)
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs)
+    except ValueError:
+        return None
+    resized = Image.fromarray(rgb).resize((target[1], target[0]), _FILTER)
+    return _deliver(np.asarray(resized), out)
+
+
+def _decode_jpeg_native(data: bytes, target: tuple[int, int] | None) -> np.ndarray | None:
+    """JPEG -> uint8 [H, W, 1] (gray) or [H, W, 3], DCT-scaled when allowed; None to let Pillow try."""
+    scaling = _jpeg_scaling(data, target)
+    if scaling is None or scaling[2] in _NON_RGB_JPEG:
+        return None
+    kwargs, _, colorspace = scaling
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB", **kwargs)
+    except ValueError:
+        return None
+
+
+# --- everything else through Pillow ------------------------------------------------------------------
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open and fully decode with Pillow; errors become CorruptRecordError."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.load()
+    except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, struct.error, ...
+        raise CorruptRecordError(f"cannot decode image ({len(data)} bytes): {e}") from e
+    return im
+
+
+def _to_rgb_image(im: Image.Image) -> Image.Image:
+    """Any Pillow image -> mode RGB with the channel mapping documented in decode_resize."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        gray = np.asarray(im)
+        if im.mode.startswith("I;16"):
+            gray = (gray.astype(np.uint16) >> 8).astype(np.uint8)
+        else:
+            raise ValueError(f"cannot map a {im.mode!r}-mode image to uint8 RGB; use decode_resize_any")
+        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
+    # RGBA -> RGB drops alpha; P uses its palette; L, LA and 1 repeat the gray value (LA drops alpha).
+    return im.convert("RGB")
+
+
+def _native_array(im: Image.Image) -> np.ndarray:
+    """Pillow image -> [H, W, C] array in its natural dtype (see decode_resize_any for the mapping)."""
+    mode = im.mode
+    if mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        im = im.convert("RGB")
+    elif mode in ("La", "RGBa"):
+        im = im.convert(mode.upper())
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        arr = arr.astype(np.uint16)  # native byte order for I;16B
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+# 16-bit PNG color types Pillow would truncate to 8 bits: 2 = RGB, 4 = gray+alpha, 6 = RGBA.
+_PNG16_COLOR_TYPES = (2, 4, 6)
+
+
+def _decode_png16(data: bytes) -> np.ndarray | None:
+    """16-bit RGB / gray+alpha / RGBA PNG -> uint16 [H, W, C] with all 16 bits; None for any other PNG.
+
+    Pillow unfilters the rows in C; only its last unpacking step keeps one byte per channel. Swapping the
+    raw mode of the decoding tile (same bits per pixel, so the same unfiltering) recovers the other byte:
+    RGB/RGBA decode twice, once keeping the high byte (";16B") and once the low byte (";16L"); gray+alpha
+    (4 bytes per pixel) decodes once as 8-bit RGBA, which copies its 4 bytes as they are.
+    """
+    if len(data) < 33 or data[12:16] != b"IHDR" or data[24] != 16 or data[25] not in _PNG16_COLOR_TYPES:
+        return None
+    color_type = data[25]
+    if color_type == 4:
+        raw = _png_load_as(data, "RGBA")
+        return (raw[:, :, 0::2].astype(np.uint16) << 8) | raw[:, :, 1::2]
+    base = "RGB" if color_type == 2 else "RGBA"
+    high = _png_load_as(data, f"{base};16B")
+    low = _png_load_as(data, f"{base};16L")
+    return (high.astype(np.uint16) << 8) | low
+
+
+def _png_load_as(data: bytes, rawmode: str) -> np.ndarray:
+    """Decode a PNG with Pillow, unpacking its rows with ``rawmode`` instead of Pillow's choice."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        if len(im.tile) != 1 or im.mode != rawmode.split(";")[0]:
+            raise ValueError(f"unexpected PNG layout (mode {im.mode}, {len(im.tile)} tiles)")
+        im.tile = [im.tile[0]._replace(args=rawmode)]
+        im.load()
+    except Exception as e:
+        raise CorruptRecordError(f"cannot decode 16-bit PNG ({len(data)} bytes): {e}") from e
+    return np.asarray(im)
+
+
+# --- small helpers -----------------------------------------------------------------------------------
+
+
+def _check_size(size) -> tuple[int, int]:
+    try:
+        height, width = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"size must be positive, got {size!r}")
+    return height, width
+
+
+def _normalize_fmt(fmt: str | None) -> str | None:
+    if fmt is None:
+        return None
+    fmt = fmt.lower()
+    return "jpeg" if fmt in ("jpg", "jpeg") else fmt
+
+
+def _fits(out: np.ndarray, shape: tuple[int, ...], dtype) -> bool:
+    return out.shape == shape and out.dtype == dtype
+
+
+def _deliver(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """Return ``image``, or copy it into ``out`` (same shape and dtype required) and return ``out``."""
+    if out is None:
+        return image
+    if not _fits(out, image.shape, image.dtype):
+        raise ValueError(
+            f"out has shape {out.shape} and dtype {out.dtype}, the image {image.shape} and {image.dtype}"
+        )
+    out[...] = image
+    return out

@@ -1,0 +1,318 @@
+"""The loader's contract: exact resume at any position, any host count, any worker count; tiny state;
+clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import warnings
+
+import numpy as np
+import pytest
+from robot_data import write_robot_dataset
+
+import rlds_loader as rl
+from rlds_loader.tfds.reader import RLDSDataset, open_dataset
+from rlds_loader.transforms.images import decode_resize
+
+B = 8
+
+
+@pytest.fixture(scope="session")
+def robot_dir(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("robot"))
+    write_robot_dataset(root, "alpha", num_episodes=10, seed=1, splits={"train": 10, "val": 3})
+    write_robot_dataset(root, "beta", num_episodes=6, seed=2, cameras=("front",), max_len=5)
+    write_robot_dataset(root, "gamma", num_episodes=8, seed=3, min_len=1, max_len=4)
+    return root
+
+
+def dcfg(root: str, name: str, **kw) -> rl.DatasetConfig:
+    cams = {"primary": "front", "wrist": "wrist"} if name != "beta" else {"primary": "front", "wrist": None}
+    base = dict(name=name, data_dir=root, image_keys=cams, state_keys=("joint_pos", "gripper"),
+                action_keys=("action",), language_key="language_instruction", text_keys={"reasoning": "reasoning"})
+    base.update(kw)
+    return rl.DatasetConfig(**base)
+
+
+def one(root, **kw) -> rl.LoaderConfig:
+    return rl.LoaderConfig(datasets=[dcfg(root, "alpha")], batch_size=B, action_horizon=3, image_size=(8, 8),
+                           **kw)
+
+
+def mix(root, **kw) -> rl.LoaderConfig:
+    ds = [dcfg(root, "alpha", weight=0.5), dcfg(root, "beta", weight=0.3), dcfg(root, "gamma", weight=0.2)]
+    return rl.LoaderConfig(datasets=ds, batch_size=B, action_horizon=4, image_size=(8, 8), **kw)
+
+
+def take(loader, n: int) -> list[dict]:
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == n:
+            break
+    return out
+
+
+def assert_tree_equal(a, b, where=""):
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_tree_equal(a[k], b[k], f"{where}/{k}")
+    else:
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert np.array_equal(a, b), where  # bit for bit (no NaNs in our data)
+        if a.dtype.kind == "f":
+            assert a.tobytes() == b.tobytes(), where
+
+
+def concat_hosts(parts: list[dict]) -> dict:
+    from rlds_loader.pipeline import concat_batches
+
+    return concat_batches(parts)
+
+
+@pytest.mark.parametrize("make", [one, mix], ids=["one", "mixture"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_resume_is_bit_exact(robot_dir, tmp_path, make, shuffle):
+    cfg = make(robot_dir, shuffle=shuffle, seed=7, num_batches=12)  # unshuffled: past the first epoch too
+    ref = list(rl.create_data_loader(cfg, 0, 1))
+    assert len(ref) == 12
+    for n in sorted(random.Random(0).sample(range(1, 10), 3)):
+        loader = rl.create_data_loader(cfg, 0, 1, num_workers=1)
+        take(loader, n)
+        path = loader.save_dataloader_state(str(tmp_path / f"ckpt_{n}"))
+        assert os.path.getsize(path) <= 512
+        resumed = rl.create_data_loader(cfg, 0, 1, num_workers=3)
+        assert resumed.load_dataloader_state(str(tmp_path / f"ckpt_{n}")) == n
+        for i, batch in enumerate(take(resumed, len(ref) - n)):
+            assert_tree_equal(batch, ref[n + i], f"batch {n + i}")
+
+
+@pytest.mark.parametrize("save_p,load_p", [(1, 2), (2, 4), (4, 1), (2, 2)])
+def test_resume_across_host_counts(robot_dir, tmp_path, save_p, load_p):
+    cfg = mix(robot_dir, shuffle=True, seed=3)
+    ref = take(rl.create_data_loader(cfg, 0, 1), 7)
+    n = 4
+    savers = [rl.create_data_loader(cfg, h, save_p, num_workers=h % 2) for h in range(save_p)]
+    for h, loader in enumerate(savers):
+        host_batches = take(loader, n)
+        for b, batch in enumerate(host_batches):  # hosts' rows concatenated equal the global batch
+            lo, hi = h * B // save_p, (h + 1) * B // save_p
+            assert np.array_equal(batch["episode_index"], ref[b]["episode_index"][lo:hi])
+    for loader in savers:
+        loader.save_dataloader_state(str(tmp_path / "ckpt"))
+    state = json.loads((tmp_path / "ckpt" / "dataloader_state.json").read_text())
+    assert state["batches_seen"] == n and state["process_count"] == save_p
+    loaders = [rl.create_data_loader(cfg, h, load_p) for h in range(load_p)]
+    for loader in loaders:
+        assert loader.load_dataloader_state(str(tmp_path / "ckpt")) == n
+    per_host = [take(loader, len(ref) - n) for loader in loaders]
+    for i in range(len(ref) - n):
+        assert_tree_equal(concat_hosts([host[i] for host in per_host]), ref[n + i], f"batch {n + i}")
+
+
+def test_prefetch_and_workers_do_not_change_batches(robot_dir):
+    cfg = mix(robot_dir, seed=11)
+    a = take(rl.create_data_loader(cfg.replace(num_workers=0, prefetch_batches=1), 0, 1), 5)
+    b = take(rl.create_data_loader(cfg.replace(num_workers=4, prefetch_batches=6), 0, 1), 5)
+    loader = rl.create_data_loader(cfg, 0, 1)
+    for i in range(5):
+        assert_tree_equal(a[i], b[i])
+        assert_tree_equal(a[i], loader.get_batch(i))
+
+
+def test_batch_contents_match_the_episodes(robot_dir):
+    cfg = mix(robot_dir, seed=5)
+    loader = rl.create_data_loader(cfg, 0, 1)
+    batches = take(loader, 3)
+    readers = {name: open_dataset(robot_dir, name) for name in ("alpha", "beta", "gamma")}
+    H = cfg.action_horizon
+    for batch in batches:
+        assert batch["image"]["primary"].shape == (B, 8, 8, 3) and batch["image"]["primary"].dtype == np.uint8
+        assert batch["state"].shape == (B, 4) and batch["state"].dtype == np.float32
+        assert batch["actions"].shape == (B, H, 3) and batch["action_is_pad"].shape == (B, H)
+        for r in range(B):
+            name = cfg.datasets[batch["dataset_index"][r]].name
+            e, t = int(batch["episode_index"][r]), int(batch["step_index"][r])
+            ep = readers[name].episode("train", e)
+            steps = ep["steps"]
+            T = len(steps["action"])
+            idx = [min(t + k, T - 1) for k in range(H)]
+            assert np.array_equal(batch["actions"][r], steps["action"][idx].astype(np.float32))
+            assert batch["action_is_pad"][r].tolist() == [t + k >= T for k in range(H)]
+            assert batch["actions"][r][0][0] == e * 100 + t  # provenance encoded in the data itself
+            want_state = np.concatenate([steps["observation"]["joint_pos"][t],
+                                         steps["observation"]["gripper"][t]]).astype(np.float32)
+            assert np.array_equal(batch["state"][r], want_state)
+            assert batch["prompt"][r] == str(steps["language_instruction"][t])
+            assert batch["reasoning"][r] == str(steps["reasoning"][t])
+            raw = steps["observation"]["front"].raw(t)
+            assert np.array_equal(batch["image"]["primary"][r], decode_resize(raw, (8, 8)))
+            has_wrist = name != "beta"
+            assert bool(batch["image_mask"]["wrist"][r]) == has_wrist
+            if not has_wrist:
+                assert not batch["image"]["wrist"][r].any()
+
+
+def test_unshuffled_single_pass_in_dataset_order(robot_dir):
+    loader = rl.create_data_loader(one(robot_dir, shuffle=False), 0, 1)
+    frames = loader.frame_indexes[0]
+    batches = list(loader)
+    assert len(batches) == frames.num_frames // B == len(rl.create_data_loader(one(robot_dir, shuffle=False)))
+    got = [(int(e), int(t)) for b in batches for e, t in zip(b["episode_index"], b["step_index"], strict=True)]
+    e, t = frames.locate(np.arange(len(got)))
+    want = list(zip(e.tolist(), t.tolist(), strict=True))
+    assert got == want
+    assert list(loader) == []  # exhausted: a new pass needs a new loader or a load
+
+
+def test_shuffled_epochs_cover_every_frame(robot_dir):
+    loader = rl.create_data_loader(one(robot_dir, shuffle=True, seed=1), 0, 1)
+    n = loader.frame_indexes[0].num_frames
+    seen = [(int(e), int(t)) for b in take(loader, -(-2 * n // B))
+            for e, t in zip(b["episode_index"], b["step_index"], strict=True)]
+    first, second = seen[:n], seen[n:2 * n]
+    assert len(set(first)) == n and len(set(second)) == len(second)
+    assert first != second[:n]
+
+
+def test_num_batches_and_max_samples(robot_dir):
+    loader = rl.create_data_loader(one(robot_dir), 0, 1, num_batches=3)
+    assert len(list(loader)) == 3 and loader.batches_seen == 3
+    loader = rl.create_data_loader(one(robot_dir), 0, 1, max_samples=5, shuffle=False, num_batches=4)
+    frames = loader.frame_indexes[0]
+    ids = [int(frames.first_frame[e] + t) for b in loader for e, t in zip(b["episode_index"], b["step_index"],
+                                                                           strict=True)]
+    assert ids == [i % 5 for i in range(4 * B)]
+
+
+def test_split_override_and_slices(robot_dir):
+    val = rl.create_data_loader(one(robot_dir, shuffle=False), 0, 1, split="val")
+    assert val.frame_indexes[0].splits == ("val",)
+    sliced = rl.create_data_loader(one(robot_dir), 0, 1, split="train[:50%]")
+    assert sliced.frame_indexes[0].num_episodes == 5
+
+
+def test_state_is_small_and_well_formed(robot_dir, tmp_path):
+    loader = rl.create_data_loader(mix(robot_dir), 0, 1)
+    take(loader, 2)
+    path = loader.save_dataloader_state(str(tmp_path))
+    assert path.endswith("dataloader_state.json")
+    raw = open(path, "rb").read()
+    assert len(raw) <= 512
+    state = json.loads(raw)
+    assert state["batches_seen"] == 2 and state["global_batch_size"] == B
+    assert state == loader.state_dict()
+    fresh = rl.create_data_loader(mix(robot_dir), 0, 1)
+    assert fresh.load_state_dict(loader.state_dict()) == 2
+    assert [f for f in os.listdir(tmp_path)] == ["dataloader_state.json"]  # no temp files left
+
+
+def test_only_process_zero_writes(robot_dir, tmp_path):
+    loader = rl.create_data_loader(one(robot_dir), 1, 2)
+    loader.save_dataloader_state(str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_legacy_skip_loader_state_is_accepted(robot_dir, tmp_path):
+    (tmp_path / "dataloader_state.json").write_text(json.dumps({"batches_seen": 6, "version": "1.0"}))
+    cfg = one(robot_dir, seed=2)
+    loader = rl.create_data_loader(cfg, 0, 1)
+    assert loader.load_dataloader_state(str(tmp_path)) == 6
+    assert_tree_equal(take(loader, 1)[0], rl.create_data_loader(cfg, 0, 1).get_batch(6))
+
+
+def test_resume_at_huge_position_reads_only_what_it_needs(robot_dir, tmp_path, monkeypatch):
+    cfg = mix(robot_dir, seed=9)
+    rl.create_data_loader(cfg, 0, 1)  # build the index caches
+    reads, scans = [], []
+    orig_read, orig_scan = RLDSDataset.read_record, RLDSDataset.scan_shard
+    monkeypatch.setattr(RLDSDataset, "read_record", lambda self, s, ref: reads.append(ref) or orig_read(self, s, ref))
+    monkeypatch.setattr(RLDSDataset, "scan_shard",
+                        lambda self, *a, **k: scans.append(a) or orig_scan(self, *a, **k))
+    saver = rl.create_data_loader(cfg, 0, 1)
+    saver.load_state_dict({**saver.state_dict(), "batches_seen": 10**9})
+    saver.save_dataloader_state(str(tmp_path))
+    loader = rl.create_data_loader(cfg, 0, 1, num_workers=0)
+    assert loader.load_dataloader_state(str(tmp_path)) == 10**9
+    batch = next(iter(loader))
+    assert scans == []
+    d, e, _ = loader.builder.locate(np.arange(10**9 * B, (10**9 + 1) * B))
+    assert len(reads) <= len(set(zip(d.tolist(), e.tolist(), strict=True)))
+    assert_tree_equal(batch, loader.get_batch(10**9))
+    assert loader.batches_seen == 10**9 + 1
+
+
+def test_persistent_iterator_is_accepted_with_a_warning(robot_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rl.create_data_loader(one(robot_dir), 0, 1, persistent_iterator=True)
+    assert any("persistent_iterator" in str(w.message) for w in caught)
+
+
+# ----- bad input: clear errors, nothing changed
+
+
+def test_state_from_another_config_is_refused(robot_dir, tmp_path):
+    loader = rl.create_data_loader(one(robot_dir, seed=1), 0, 1)
+    take(loader, 1)
+    loader.save_dataloader_state(str(tmp_path))
+    before = (tmp_path / "dataloader_state.json").read_bytes()
+    other = rl.create_data_loader(one(robot_dir, seed=2), 0, 1)
+    with pytest.raises(rl.StateError, match="seed: saved 1, current 2"):
+        other.load_dataloader_state(str(tmp_path))
+    assert other.batches_seen == 0
+    wider = rl.create_data_loader(one(robot_dir).replace(batch_size=16), 0, 1)
+    with pytest.raises(rl.StateError, match="global_batch_size: saved 8, current 16"):
+        wider.load_dataloader_state(str(tmp_path))
+    horizon = rl.create_data_loader(one(robot_dir, seed=1).replace(action_horizon=5), 0, 1)
+    with pytest.raises(rl.StateError, match="transforms"):
+        horizon.load_dataloader_state(str(tmp_path))
+    mixed = rl.create_data_loader(mix(robot_dir, seed=1), 0, 1)
+    with pytest.raises(rl.StateError, match="datasets"):
+        mixed.load_dataloader_state(str(tmp_path))
+    assert (tmp_path / "dataloader_state.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"{\"batches_seen\": 3, \"form", "not JSON"),
+    (b"", "not JSON"),
+    (b"[1, 2]", "JSON list"),
+    (b"{\"batches_seen\": -4, \"version\": \"1.0\"}", "batches_seen=-4"),
+    (b"{\"batches_seen\": 3, \"format\": \"other/9\"}", "unknown state format"),
+])
+def test_corrupt_state_is_a_clear_error(robot_dir, tmp_path, content, match):
+    (tmp_path / "dataloader_state.json").write_bytes(content)
+    loader = rl.create_data_loader(one(robot_dir), 0, 1)
+    with pytest.raises(rl.StateError, match=match):
+        loader.load_dataloader_state(str(tmp_path))
+    assert loader.batches_seen == 0
+
+
+def test_missing_state_path(robot_dir, tmp_path):
+    loader = rl.create_data_loader(one(robot_dir), 0, 1)
+    with pytest.raises(rl.StateError, match="no data loader state at .*nowhere"):
+        loader.load_dataloader_state(str(tmp_path / "nowhere"))
+
+
+def test_batch_not_divisible_by_process_count(robot_dir):
+    with pytest.raises(rl.ConfigError, match=r"8.*3|3.*8"):
+        rl.create_data_loader(one(robot_dir), 0, 3)
+
+
+@pytest.mark.parametrize("field,value", [("image_keys", {"primary": "nope_cam"}), ("state_keys", ("nope_state",)),
+                                         ("action_keys", ("nope_action",))])
+def test_unknown_keys_list_what_exists(robot_dir, field, value):
+    cfg = rl.LoaderConfig(datasets=[dcfg(robot_dir, "alpha", **{field: value})], batch_size=B,
+                          image_size=(8, 8))
+    with pytest.raises(rl.ConfigError, match=r"nope_.*not found.*steps/observation/joint_pos"):
+        rl.create_data_loader(cfg, 0, 1)
+
+
+def test_missing_dataset_names_what_exists(robot_dir):
+    cfg = rl.LoaderConfig(datasets=[dcfg(robot_dir, "delta")], batch_size=B, image_size=(8, 8))
+    with pytest.raises(rl.DatasetNotFoundError, match="alpha"):
+        rl.create_data_loader(cfg, 0, 1)
