@@ -110,9 +110,7 @@ def _child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rlds-loader demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder of RLDS datasets (default: write sample data)")
     p.add_argument("--dataset", default=None, help="dataset name under --data-dir")
     p.add_argument("--work-dir", default=".rlds_demo", help="where sample data and checkpoints go")
@@ -124,7 +122,17 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
     p.add_argument("--report", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rlds-loader demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run_args(p.parse_args(argv))
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """Run the demo (or, with --child, one training process of it)."""
     if args.child:
         return _child(args)
 
