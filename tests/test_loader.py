@@ -184,8 +184,9 @@ def test_num_batches_and_max_samples(robot_dir):
     assert len(list(loader)) == 3 and loader.batches_seen == 3
     loader = rl.create_data_loader(one(robot_dir), 0, 1, max_samples=5, shuffle=False, num_batches=4)
     frames = loader.frame_indexes[0]
-    ids = [int(frames.first_frame[e] + t) for b in loader for e, t in zip(b["episode_index"], b["step_index"],
-                                                                           strict=True)]
+    # unfiltered: one segment per episode, so segment e starts at episode e's first frame
+    ids = [int(frames.first_frame[e] + t) for b in loader
+           for e, t in zip(b["episode_index"], b["step_index"], strict=True)]
     assert ids == [i % 5 for i in range(4 * B)]
 
 

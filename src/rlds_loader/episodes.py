@@ -1,103 +1,121 @@
-"""Read one dataset's episodes and prepare the fields a sample needs.
+"""Read one dataset's episodes whole and serve slices of their fields.
 
-`EpisodeSource.episode(e)` reads episode e's record (one positional read), parses it, decodes only the
-resolved keys and returns a `PreparedEpisode`: state and actions as float32 [T, D], text as lists of str,
-images still encoded (a frame is decoded only when a sample asks for it). A small LRU keeps recently used
-episodes, which makes unshuffled reading (consecutive frames of one episode) a single read per episode.
+`EpisodeSource.episode(e)` reads episode e's record (one positional read), parses it, decodes the keys the
+loader needs (all keys when a `standardize` function must see the whole episode), applies `standardize`,
+and flattens the result to `{"steps/observation/image": ..., ...}`: numeric fields as arrays [T, ...], text as
+lists of str, images still encoded (a frame is decoded only when a sample asks for it). A small LRU keeps
+recent episodes, which makes unshuffled reading (consecutive frames of one episode) one read per episode.
+
+`fetch(e, requests)` answers (key, start, stop) step-range requests from that cache; the partial-read path
+(`step_reader.StepReader`) answers the same requests by reading only the bytes they need.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rlds_loader import keys as keymod
 from rlds_loader.config import DatasetConfig
-from rlds_loader.errors import ConfigError
+from rlds_loader.errors import ConfigError, RLDSError
 from rlds_loader.index import FrameIndex
 from rlds_loader.tfds.example_proto import parse_example
 from rlds_loader.tfds.reader import RecordRef
-from rlds_loader.transforms.actions import concat_episode_fields
 from rlds_loader.transforms.text import to_str
+
+Request = tuple[str, int, int]  # (flat key, first step, stop step); episode-level keys use (key, 0, 1)
+
+
+class StandardizeError(RLDSError):
+    """A user's standardize function failed; names the dataset and episode."""
 
 
 @dataclass(frozen=True)
 class ResolvedKeys:
-    """A DatasetConfig's keys as flat feature paths of one dataset."""
+    """A DatasetConfig's keys as flat feature paths of one dataset; cameras and language may list
+    candidates, one of which is picked per frame."""
 
-    images: dict[str, str | None]
+    images: dict[str, tuple[str, ...] | None]
     state: list[str]
     actions: list[str]
-    language: str | None
+    language: tuple[str, ...]
     texts: dict[str, str | None]
 
     def paths(self) -> list[str]:
-        out = [p for p in self.images.values() if p] + self.state + self.actions
-        out += [p for p in (self.language, *self.texts.values()) if p]
+        out = [p for ps in self.images.values() if ps for p in ps] + self.state + self.actions
+        out += list(self.language) + [p for p in self.texts.values() if p]
         return list(dict.fromkeys(out))
 
 
-def resolve_keys(cfg: DatasetConfig, leaves: list[str], all_text_names: Mapping[str, Any] = ()) -> ResolvedKeys:
+def resolve_keys(cfg: DatasetConfig, leaves: Sequence[str]) -> ResolvedKeys:
     """DatasetConfig keys -> flat paths; unknown keys are a ConfigError listing what exists."""
     r = keymod.resolve
-    images = {cam: (r(k, leaves, keymod.STEP_PREFIXES, role="image", dataset=cfg.name)[0] if k else None)
-              for cam, k in cfg.image_keys.items()}
+
+    def one(key: str, prefixes, role: str) -> str:
+        return r(key, leaves, prefixes, role=role, dataset=cfg.name)[0]
+
+    images = {}
+    for cam, k in cfg.image_keys.items():
+        cands = None if k is None else ((k,) if isinstance(k, str) else tuple(k))
+        images[cam] = None if cands is None else tuple(one(c, keymod.STEP_PREFIXES, "image") for c in cands)
     state = keymod.resolve_many(cfg.state_keys, leaves, keymod.STEP_PREFIXES, role="state", dataset=cfg.name)
     actions = keymod.resolve_many(cfg.action_keys, leaves, keymod.ACTION_PREFIXES, role="action",
                                   dataset=cfg.name)
-    language = (r(cfg.language_key, leaves, keymod.TEXT_PREFIXES, role="language", dataset=cfg.name)[0]
-                if cfg.language_key else None)
-    texts = {name: r(k, leaves, keymod.TEXT_PREFIXES, role="text", dataset=cfg.name)[0]
-             for name, k in cfg.text_keys.items()}
+    lang = cfg.language_key
+    language = () if lang is None else tuple(one(k, keymod.TEXT_PREFIXES, "language")
+                                             for k in ((lang,) if isinstance(lang, str) else lang))
+    texts = {name: one(k, keymod.TEXT_PREFIXES, "text") for name, k in cfg.text_keys.items()}
     if not actions:
         raise ConfigError(f"dataset {cfg.name!r}: action_keys is empty")
     return ResolvedKeys(images, state, actions, language, texts)
 
 
-@dataclass
-class PreparedEpisode:
-    num_steps: int
-    images: dict[str, Any]  # camera -> EncodedImages (per step) or None for a padding camera
-    state: np.ndarray  # float32 [T, S]
-    actions: np.ndarray  # float32 [T, A]
-    prompt: list[str]
-    texts: dict[str, list[str]] = field(default_factory=dict)
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested episode dict -> {"a/b/c": leaf}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, path + "/"))
+        else:
+            out[path] = v
+    return out
 
 
-def _get(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for part in path.split("/"):
-        node = node[part]
-    return node
-
-
-def _text_per_step(value: Any, num_steps: int) -> list[str]:
+def _as_steps(path: str, value: Any, num_steps: int) -> Any:
+    """Normalize one flat field: per-step text -> list[str]; episode-level values kept as they are."""
+    if path.startswith("steps/"):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+            return [to_str(v) for v in value]
+        if isinstance(value, list) and value and isinstance(value[0], (str, bytes)):
+            return [to_str(v) for v in value]
+        return value
     if isinstance(value, (str, bytes)):
-        return [to_str(value)] * num_steps
-    values = [to_str(v) for v in value]
-    if len(values) != num_steps:
-        raise ValueError(f"text field has {len(values)} entries for {num_steps} steps")
-    return values
+        return to_str(value)
+    return value
 
 
 class EpisodeSource:
-    """Prepared episodes of one dataset (one sliced split), by episode number in its FrameIndex."""
+    """Episodes of one dataset (one sliced split) by episode number in its FrameIndex, whole and cached."""
 
-    def __init__(self, ds: Any, frames: FrameIndex, resolved: ResolvedKeys, cache_episodes: int = 8):
+    def __init__(self, ds: Any, frames: FrameIndex, name: str, paths: Sequence[str] | None = None,
+                 standardize: Callable[[dict], dict] | None = None, cache_episodes: int = 8):
         self.ds = ds
         self.frames = frames
-        self.resolved = resolved
+        self.name = name
+        self.standardize = standardize
+        # With a standardize function, decode every key: it may read any of them.
+        self.paths = None if standardize is not None or paths is None else list(paths)
         self.cache_episodes = cache_episodes
-        self._paths = resolved.paths()
         self._init_cache()
 
     def _init_cache(self) -> None:
-        self._cache: OrderedDict[int, PreparedEpisode] = OrderedDict()
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for process workers: drop the cache and lock
@@ -110,36 +128,62 @@ class EpisodeSource:
         self.__dict__.update(state)
         self._init_cache()
 
-    def read_raw(self, e: int) -> bytes:
+    def with_frames(self, frames: FrameIndex) -> EpisodeSource:
+        return EpisodeSource(self.ds, frames, self.name, self.paths, self.standardize, self.cache_episodes)
+
+    def record_location(self, e: int) -> tuple[str, RecordRef, str]:
         f = self.frames
         split = f.splits[int(f.split_id[e])]
-        return self.ds.read_record(split, RecordRef(int(f.shard[e]), int(f.offset[e]), int(f.length[e])))
+        ref = RecordRef(int(f.shard[e]), int(f.offset[e]), int(f.length[e]))
+        return split, ref, self.ds.shard_paths(split)[ref.shard]
 
-    def episode(self, e: int) -> PreparedEpisode:
+    def tree(self, e: int) -> dict[str, Any]:
+        """Episode e decoded (only the needed keys unless standardizing), standardized, nested."""
+        split, ref, shard_path = self.record_location(e)
+        flat = parse_example(self.ds.read_record(split, ref), path=shard_path, offset=ref.offset)
+        tree = self.ds.features.decode_example(flat, keys=self.paths)
+        if self.standardize is not None:
+            try:
+                tree = self.standardize(tree)
+            except Exception as exc:
+                raise StandardizeError(f"dataset {self.name!r}: standardize failed on episode {e} "
+                                       f"({shard_path} at byte offset {ref.offset}): "
+                                       f"{type(exc).__name__}: {exc}") from exc
+            if not isinstance(tree, Mapping):
+                raise StandardizeError(f"dataset {self.name!r}: standardize returned {type(tree).__name__} "
+                                       f"for episode {e}, not a dict")
+        return tree
+
+    def episode(self, e: int) -> dict[str, Any]:
+        """Flat fields of episode e (cached)."""
         with self._lock:
             hit = self._cache.get(e)
             if hit is not None:
                 self._cache.move_to_end(e)
                 return hit
-        prepared = self._prepare(e)
+        T = int(self.frames.num_steps[e])
+        prepared = {p: _as_steps(p, v, T) for p, v in flatten(self.tree(e)).items()}
+        for p, v in prepared.items():
+            if p.startswith("steps/") and hasattr(v, "__len__") and len(v) != T:
+                raise StandardizeError(f"dataset {self.name!r}: episode {e} field {p} has {len(v)} steps, "
+                                       f"the index says {T} (standardize must keep the number of steps)")
         with self._lock:
             self._cache[e] = prepared
             while len(self._cache) > self.cache_episodes:
                 self._cache.popitem(last=False)
         return prepared
 
-    def _prepare(self, e: int) -> PreparedEpisode:
-        f = self.frames
-        split = f.splits[int(f.split_id[e])]
-        shard_path = self.ds.shard_paths(split)[int(f.shard[e])]
-        flat = parse_example(self.read_raw(e), path=shard_path, offset=int(f.offset[e]))
-        tree = self.ds.features.decode_example(flat, keys=self._paths)
-        T = int(f.num_steps[e])
-        r = self.resolved
-        images = {cam: (_get(tree, p) if p else None) for cam, p in r.images.items()}
-        state = (concat_episode_fields([np.asarray(_get(tree, p)) for p in r.state]) if r.state
-                 else np.zeros((T, 0), np.float32))
-        actions = concat_episode_fields([np.asarray(_get(tree, p)) for p in r.actions])
-        prompt = _text_per_step(_get(tree, r.language), T) if r.language else [""] * T
-        texts = {name: (_text_per_step(_get(tree, p), T) if p else [""] * T) for name, p in r.texts.items()}
-        return PreparedEpisode(T, images, state, actions, prompt, texts)
+    def fetch(self, e: int, requests: Sequence[Request]) -> list[Any]:
+        """Answer step-range requests on episode e: images -> list of encoded bytes, numeric -> array
+        [stop-start, ...], text -> list of str; episode-level keys -> the value."""
+        ep = self.episode(e)
+        out = []
+        for key, start, stop in requests:
+            value = ep[key]
+            if not key.startswith("steps/"):
+                out.append(value)
+            elif hasattr(value, "raw"):
+                out.append([value.raw(i) for i in range(start, stop)])
+            else:
+                out.append(value[start:stop])
+        return out

@@ -11,6 +11,7 @@ the sample space the sampling layer permutes.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -21,13 +22,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlds_loader import npz_mmap
 from rlds_loader.config import short_hash
+from rlds_loader.step_layout import ARRAYS as LAYOUT_ARRAYS
+from rlds_loader.step_layout import LayoutSpec, RecordLayout, StepLayouts, scan_record
 from rlds_loader.tfds import storage
 from rlds_loader.tfds.example_proto import parse_example
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: step layouts (step_layout.py)
 _FIELDS = ("shard", "offset", "length", "num_steps")
 
 
@@ -41,6 +45,7 @@ class EpisodeTable:
     length: np.ndarray  # int64 [E]: data bytes (-1 when unknown)
     num_steps: np.ndarray  # int64 [E]
     fingerprint: str
+    layouts: StepLayouts | None = None  # where each key's values sit in each record (None: ArrayRecord)
 
     def __len__(self) -> int:
         return len(self.shard)
@@ -69,12 +74,41 @@ def _cache_locations(ds, split: str, fingerprint: str, cache_dir: str | None) ->
     return [beside, local]
 
 
-def _scan_shard(ds, split: str, shard: int) -> np.ndarray:
+def _scan_shard(ds, split: str, shard: int,
+                spec: LayoutSpec | None = None) -> tuple[np.ndarray, list[RecordLayout] | None]:
+    """Rows (shard, offset, length, num_steps) of a shard's records; with `spec` (TFRecord shards) also each
+    record's layout row, found without parsing the record. A record the layout cannot describe (malformed, or
+    values split over several messages) is parsed instead and gets no layout."""
     rows = []
+    layouts: list[RecordLayout] | None = [] if spec is not None else None
+    path = ds.shard_paths(split)[shard]
     for ref, data in ds.scan_shard(split, shard):
-        steps = ds.features.num_steps(parse_example(data, path=ds.shard_paths(split)[shard], offset=ref.offset))
+        steps = None
+        if spec is not None:
+            try:
+                steps, row = scan_record(ds.features, spec, data)
+            except Exception:  # parse it: the real error, or valid protobuf the layout cannot describe
+                steps = None
+        if steps is None:
+            steps = ds.features.num_steps(parse_example(data, path=path, offset=ref.offset))
+            row = RecordLayout.unknown(spec, steps) if spec is not None else None
+        if layouts is not None:
+            layouts.append(row)
         rows.append((ref.shard, ref.offset, ref.length, steps))
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), layouts
+
+
+def _load_cache(fs, path: str, split: str, fingerprint: str) -> EpisodeTable | None:
+    """The cached table if its fingerprint matches; a local cache's layout arrays are memory-mapped."""
+    if not fs.exists(path):
+        return None
+    z = npz_mmap.load(fs, path, mmap=tuple(LAYOUT_ARRAYS))
+    meta = json.loads(bytes(z["meta"]).decode())
+    if meta.get("fingerprint") != fingerprint:
+        return None
+    local = storage.protocol_prefix(fs) == ""
+    layouts = StepLayouts.from_cache(meta, z, z["num_steps"], source=path if local else None)
+    return EpisodeTable(split, *(z[f] for f in _FIELDS), fingerprint=fingerprint, layouts=layouts)
 
 
 def build_episode_table(ds, split: str, *, cache_dir: str | None = None,
@@ -84,44 +118,55 @@ def build_episode_table(ds, split: str, *, cache_dir: str | None = None,
     locations = _cache_locations(ds, split, fingerprint, cache_dir)
     for fs, path in locations:
         try:
-            if fs.exists(path):
-                with np.load(io.BytesIO(fs.cat_file(path))) as z:
-                    meta = json.loads(bytes(z["meta"]).decode())
-                    if meta.get("fingerprint") == fingerprint:
-                        return EpisodeTable(split, *(z[f] for f in _FIELDS), fingerprint=fingerprint)
+            cached = _load_cache(fs, path, split, fingerprint)
+            if cached is not None:
+                return cached
         except Exception as e:  # an unreadable cache is rebuilt, never trusted
             log.warning("ignoring unreadable index cache %s: %s", path, e)
 
     n_shards = len(ds.shard_paths(split))
     workers = max(1, min(num_threads or os.cpu_count() or 1, n_shards, 16))
+    spec = LayoutSpec.from_features(ds.features) if ds.file_format != "array_record" else None
     with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda s: _scan_shard(ds, split, s), range(n_shards)))
-    rows = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+        parts = list(pool.map(lambda s: _scan_shard(ds, split, s, spec), range(n_shards)))
+    rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 4), np.int64)
+    layouts = StepLayouts.from_rows(spec, [r for p in parts for r in p[1]]) if spec is not None else None
     table = EpisodeTable(split, rows[:, 0].astype(np.int32), rows[:, 1].copy(), rows[:, 2].copy(),
-                         rows[:, 3].copy(), fingerprint=fingerprint)
+                         rows[:, 3].copy(), fingerprint=fingerprint, layouts=layouts)
     expected = sum(ds.shard_lengths(split))
     if len(table) != expected:
         log.warning("%s/%s: dataset_info.json lists %d episodes, the shards hold %d",
                     ds.name, split, expected, len(table))
 
     buf = io.BytesIO()
-    meta = json.dumps({"fingerprint": fingerprint, "dataset": ds.name, "split": split}).encode()
-    np.savez(buf, meta=np.frombuffer(meta, np.uint8), **{f: getattr(table, f) for f in _FIELDS})
+    meta = json.dumps({"fingerprint": fingerprint, "dataset": ds.name, "split": split,
+                       **(layouts.meta() if layouts is not None else {})}).encode()
+    np.savez(buf, meta=np.frombuffer(meta, np.uint8), **{f: getattr(table, f) for f in _FIELDS},
+             **(layouts.arrays() if layouts is not None else {}))
     for fs, path in locations:
         try:
             storage.atomic_write(fs, path, buf.getvalue())
-            break
         except Exception as e:  # read-only data folder: fall back to the local cache
             log.info("cannot write index cache %s (%s); trying the next location", path, e)
+            continue
+        if layouts is not None and storage.protocol_prefix(fs) == "":
+            try:  # use the memory-mapped copy: bounded RSS, and cheap to pickle for process workers
+                return _load_cache(fs, path, split, fingerprint) or table
+            except Exception as e:
+                log.warning("cannot map the index cache just written to %s: %s", path, e)
+        break
     return table
 
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """The episodes of a sliced split spec and their frames, numbered 0..num_frames-1 in episode order.
+    """The sample space of one dataset: kept step segments of the episodes of a sliced split spec.
 
-    `locate(frame)` maps frame ids to (episode, step) by binary search over the episodes' first frame ids
-    (vectorised; log2(E) comparisons, about 20 for a million episodes).
+    Episodes are numbered 0..E-1 in split-spec order (per-episode arrays `split_id`, `shard`, `offset`,
+    `length`, `num_steps`). Frames are the steps of the kept segments (`seg_episode`, `seg_start`,
+    `seg_length`), numbered 0..num_frames-1 in segment order; with no filter there is one whole-episode segment
+    per episode. `locate(frame)` maps frame ids to (episode, step) by binary search over the segments' first
+    frame ids (vectorised; log2(segments) comparisons, about 20 for a million).
     """
 
     splits: tuple[str, ...]
@@ -130,7 +175,9 @@ class FrameIndex:
     offset: np.ndarray
     length: np.ndarray
     num_steps: np.ndarray
-    first_frame: np.ndarray  # int64 [E+1]: cumulative step counts, first_frame[E] == num_frames
+    seg_episode: np.ndarray  # int64 [S]
+    seg_start: np.ndarray  # int64 [S]
+    first_frame: np.ndarray  # int64 [S+1]: cumulative segment lengths, first_frame[S] == num_frames
 
     @property
     def num_episodes(self) -> int:
@@ -140,10 +187,21 @@ class FrameIndex:
     def num_frames(self) -> int:
         return int(self.first_frame[-1])
 
+    @property
+    def seg_length(self) -> np.ndarray:
+        return np.diff(self.first_frame)
+
     def locate(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         frame = np.asarray(frame, dtype=np.int64)
-        episode = np.searchsorted(self.first_frame, frame, side="right") - 1
-        return episode, frame - self.first_frame[episode]
+        seg = np.searchsorted(self.first_frame, frame, side="right") - 1
+        return self.seg_episode[seg], self.seg_start[seg] + (frame - self.first_frame[seg])
+
+    def with_segments(self, episode: np.ndarray, start: np.ndarray, length: np.ndarray) -> FrameIndex:
+        """The same episodes with another set of kept segments (empty segments are dropped)."""
+        episode, start, length = (np.asarray(a, dtype=np.int64) for a in (episode, start, length))
+        keep = length > 0
+        first = np.concatenate([[0], np.cumsum(length[keep], dtype=np.int64)])
+        return dataclasses.replace(self, seg_episode=episode[keep], seg_start=start[keep], first_frame=first)
 
     @staticmethod
     def from_tables(tables: dict[str, EpisodeTable], ranges: Sequence[tuple[str, int, int]]) -> FrameIndex:
@@ -156,7 +214,8 @@ class FrameIndex:
                 cols[f].append(getattr(t, f)[start:stop])
             cols["split_id"].append(np.full(stop - start, splits.index(split), np.int16))
         arrays = {f: (np.concatenate(v) if v else np.zeros(0, np.int64)) for f, v in cols.items()}
-        first = np.concatenate([[0], np.cumsum(arrays["num_steps"], dtype=np.int64)])
-        return FrameIndex(splits, arrays["split_id"], arrays["shard"].astype(np.int32),
-                          arrays["offset"].astype(np.int64), arrays["length"].astype(np.int64),
-                          arrays["num_steps"].astype(np.int64), first)
+        steps = arrays["num_steps"].astype(np.int64)
+        first = np.concatenate([[0], np.cumsum(steps, dtype=np.int64)])
+        return FrameIndex(splits, arrays["split_id"].astype(np.int16), arrays["shard"].astype(np.int32),
+                          arrays["offset"].astype(np.int64), arrays["length"].astype(np.int64), steps,
+                          np.arange(len(steps), dtype=np.int64), np.zeros(len(steps), np.int64), first)

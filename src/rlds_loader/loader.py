@@ -7,6 +7,7 @@ state is `batches_seen`, so saving is writing one small JSON file and resuming i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -19,10 +20,18 @@ import numpy as np
 
 from rlds_loader import sampling
 from rlds_loader.config import DatasetConfig, LoaderConfig, short_hash
-from rlds_loader.episodes import EpisodeSource, resolve_keys
+from rlds_loader.dataset_pass import cached_pass, statistics_json
+from rlds_loader.episodes import EpisodeSource, ResolvedKeys, resolve_keys
 from rlds_loader.errors import ConfigError, StateError
 from rlds_loader.index import FrameIndex, build_episode_table
-from rlds_loader.pipeline import BatchBuilder, Schema, StreamPlan, build_iter_dataset, default_num_threads
+from rlds_loader.pipeline import (
+    BatchBuilder,
+    DatasetRuntime,
+    Schema,
+    StreamPlan,
+    build_iter_dataset,
+    default_num_threads,
+)
 from rlds_loader.state import STATE_FORMAT, check_compatible, read_state, write_state
 from rlds_loader.tfds.reader import open_dataset
 
@@ -47,50 +56,83 @@ def _step_dim(shape: tuple) -> int | None:
     return int(math.prod(dims)) if dims else 1
 
 
+@dataclasses.dataclass
+class _Opened:
+    """One dataset of the mixture, opened and prepared."""
+
+    dcfg: DatasetConfig
+    ds: Any
+    frames: FrameIndex
+    resolved: ResolvedKeys
+    runtime: DatasetRuntime
+    stats: dict | None
+    data_fp: Any
+    state_dim: int
+    action_dim: int
+    split_desc: str
+
+
 class DataLoader:
     """Iterable of batches (dicts of numpy arrays, `batch_size // process_count` rows each)."""
 
-    def __init__(self, config: LoaderConfig, process_index: int = 0, process_count: int = 1):
+    def __init__(self, config: LoaderConfig, process_index: int = 0, process_count: int = 1,
+                 validation: bool = False):
         self.config = config
+        self.validation = validation
         self.process_index, self.process_count = process_index, process_count
         self.host_start, host_stop = sampling.host_rows(config.batch_size, process_index, process_count)
         self.rows_per_host = host_stop - self.host_start
         self._batches_seen = 0
 
-        sources, frames, data_fps, dims = [], [], [], []
-        for dcfg in config.datasets:
-            src, fi, fp, dim = self._open(dcfg)
-            sources.append(src)
-            frames.append(fi)
-            data_fps.append(fp)
-            dims.append(dim)
-        self.datasets = [s.ds for s in sources]
-        self.frame_indexes = frames
+        opened = [self._open(dcfg) for dcfg in config.datasets]
+        self._opened = opened
+        self.datasets = [o.ds for o in opened]
+        self.frame_indexes = [o.frames for o in opened]
+        for o in opened:
+            if o.frames.num_frames == 0 and o.dcfg.weight > 0:
+                raise ConfigError(f"dataset {o.dcfg.name!r} split {o.split_desc!r} has no frames "
+                                  "(after filters)")
+        counts = [max(1, o.frames.num_frames if config.max_samples is None
+                      else min(o.frames.num_frames, config.max_samples)) for o in opened]
+        weights = [float(o.dcfg.weight) for o in opened]
+        if config.balance_weights:
+            from rlds_loader.mixtures import balance
 
-        counts = []
-        for dcfg, fi in zip(config.datasets, frames, strict=True):
-            n = fi.num_frames if config.max_samples is None else min(fi.num_frames, config.max_samples)
-            if n == 0 and dcfg.weight > 0:
-                raise ConfigError(f"dataset {dcfg.name!r} split {dcfg.split!r} has no frames")
-            counts.append(max(n, 1))
-        for name, idx in (("state", 0), ("action", 1)):
-            found = {dcfg.name: d[idx] for dcfg, d in zip(config.datasets, dims, strict=True)}
-            if len(set(found.values())) > 1:
-                raise ConfigError(f"datasets have different {name} sizes {found}; a mixture needs equal sizes")
+            weights = [float(w) for w in balance(weights, [o.frames.num_frames for o in opened])]
+        self.sample_weights = weights
+
+        state_dim = self._common_dim("state", [o.state_dim for o in opened], config.max_state_dim)
+        action_dim = self._common_dim("action", [o.action_dim for o in opened], config.max_action_dim)
+        self._statistics = {o.dcfg.name: o.stats for o in opened if o.stats is not None}
+        if config.pooled_statistics and any(o.dcfg.normalization for o in opened):
+            pooled = self._pooled_statistics(opened)
+            for o in opened:
+                o.runtime.state_stats, o.runtime.action_stats = pooled["state"], pooled["action"]
+            self._statistics["__pooled__"] = pooled
+
         cameras = tuple(dict.fromkeys(c for d in config.datasets for c in d.image_keys))
         text_names = tuple(dict.fromkeys(n for d in config.datasets for n in d.text_keys))
         reserved = {"image", "image_mask", "state", "actions", "action_is_pad", "prompt", "dataset_index",
-                    "episode_index", "step_index"}
+                    "episode_index", "step_index", "timestep_is_pad", "goal_image", "goal_state",
+                    "state_dim_is_pad", "action_dim_is_pad"}
         if reserved & set(text_names):
             raise ConfigError(f"text_keys names {sorted(reserved & set(text_names))} clash with batch fields")
-        image_size = config.image_size or self._static_image_size(sources)
-        self.schema = Schema(cameras, text_names, dims[0][0], dims[0][1], config.action_horizon, image_size)
-        self.plan = StreamPlan(tuple(d.name for d in config.datasets), tuple(float(d.weight) for d in config.datasets),
-                               tuple(counts), int(config.seed), bool(config.shuffle))
-        self.builder = BatchBuilder(self.plan, sources, frames, self.schema)
+        image_size = config.image_size or self._static_image_size(opened)
+        augment_spec = None if validation else self._augment_per_camera(config.image_augment, cameras)
+        self.schema = Schema(cameras, text_names, state_dim, action_dim, config.action_horizon, image_size,
+                             window_size=config.window_size, goal=config.goal_relabeling is not None,
+                             pad_dims=config.max_state_dim is not None or config.max_action_dim is not None,
+                             resize_mode=config.resize_mode, augment=augment_spec,
+                             dropout=None if validation else (dict(config.image_dropout or {}) or None),
+                             seed=int(config.seed))
+        self.plan = StreamPlan(tuple(d.name for d in config.datasets), tuple(weights), tuple(counts),
+                               int(config.seed), bool(config.shuffle))
+        self.builder = BatchBuilder(self.plan, [o.runtime for o in opened], self.schema)
 
-        parts = {k: short_hash(v, 12) for k, v in config.stream_parts().items()}
-        parts["data"] = short_hash(data_fps, 12)
+        stream = config.stream_parts()
+        stream["sampling"]["validation"] = validation
+        parts = {k: short_hash(v, 12) for k, v in stream.items()}
+        parts["data"] = short_hash([o.data_fp for o in opened], 12)
         self._fingerprint_parts = parts
         self._fingerprint = short_hash(parts, 16)
 
@@ -102,33 +144,155 @@ class DataLoader:
             self.total_batches = None
 
     # ----- construction helpers
-    def _open(self, dcfg: DatasetConfig) -> tuple[EpisodeSource, FrameIndex, list, tuple]:
+    def _open(self, dcfg: DatasetConfig) -> _Opened:
+        cfg = self.config
         ds = open_dataset(dcfg.data_dir, dcfg.name, dcfg.version, storage_options=dict(dcfg.storage_options or {}))
-        ranges = ds.resolve_split(dcfg.split)
-        tables = {s: build_episode_table(ds, s, cache_dir=self.config.cache_dir)
+        spec, hash_val = dcfg.split, None
+        if self.validation:
+            spec, hash_val = self._validation_split(ds, dcfg)
+        elif cfg.val_fraction is not None and self._own_val_split(ds, dcfg) is None:
+            hash_val = False  # training: leave out the episodes the validation loader takes
+        ranges = ds.resolve_split(spec)
+        tables = {s: build_episode_table(ds, s, cache_dir=cfg.cache_dir)
                   for s in dict.fromkeys(s for s, _, _ in ranges)}
         frames = FrameIndex.from_tables(tables, ranges)
-        described = {path: (kind, tuple(shape)) for path, kind, shape, _ in ds.features.describe()}
-        resolved = resolve_keys(dcfg, list(described))
-        src = EpisodeSource(ds, frames, resolved)
-        state_dim = sum(_step_dim(described[p][1]) or -10**9 for p in resolved.state)
-        action_dim = sum(_step_dim(described[p][1]) or -10**9 for p in resolved.actions)
-        if state_dim < 0 or action_dim < 0:  # a dimension the spec leaves open: read one episode to learn it
-            ep = src.episode(0)
-            state_dim, action_dim = ep.state.shape[1], ep.actions.shape[1]
-        fp = [ds.version, [[s, a, b] for s, a, b in ranges], [tables[s].fingerprint for s in sorted(tables)]]
-        return src, frames, fp, (state_dim, action_dim)
+        data_fp = [ds.version, [[s, a, b] for s, a, b in ranges], [tables[s].fingerprint for s in sorted(tables)]]
+        described = {path: tuple(shape) for path, _, shape, _ in ds.features.describe()}
+        probe = EpisodeSource(ds, frames, dcfg.name, standardize=dcfg.standardize)
+        if dcfg.standardize is not None:  # keys name the standardized episode's fields
+            if frames.num_episodes == 0:
+                raise ConfigError(f"dataset {dcfg.name!r} split {spec!r} has no episodes")
+            leaves = list(probe.episode(0))
+        else:
+            leaves = list(described)
+        resolved = resolve_keys(dcfg, leaves)
+
+        keep = frames.num_steps >= dcfg.min_episode_length
+        if hash_val is not None:
+            keep &= self._hash_split(dcfg.name, frames) == hash_val
+        if not keep.all():
+            frames = frames.with_segments(np.arange(frames.num_episodes), np.zeros(frames.num_episodes, np.int64),
+                                          np.where(keep, frames.num_steps, 0))
+        stats = None
+        if dcfg.needs_scan() or dcfg.normalization:
+            meta = [p for p in leaves if p.startswith("episode_metadata/")]
+            pass_src = EpisodeSource(ds, frames, dcfg.name, paths=resolved.state + resolved.actions
+                                     + list(resolved.language) + meta, standardize=dcfg.standardize)
+            result = cached_pass(pass_src, dcfg, resolved, cfg.action_horizon, [data_fp, hash_val],
+                                 force=cfg.force_recompute_statistics, cache_dir=cfg.cache_dir)
+            seg_e, seg_s, seg_l = result.segments
+            if dcfg.needs_scan():
+                frames = frames.with_segments(seg_e, seg_s, seg_l)
+            else:  # statistics only: the sample space keeps the episode-level selection made above
+                frames = frames.with_segments(frames.seg_episode, frames.seg_start, frames.seg_length)
+            stats = result.statistics
+        source = EpisodeSource(ds, frames, dcfg.name, paths=resolved.paths(), standardize=dcfg.standardize)
+
+        state_dims = [_step_dim(described[p]) if p in described else None for p in resolved.state]
+        action_dims = [_step_dim(described[p]) if p in described else None for p in resolved.actions]
+        if None in state_dims or None in action_dims:  # sizes the spec leaves open: learn them from one episode
+            e0 = int(frames.seg_episode[0]) if len(frames.seg_episode) else 0
+            ep = probe.episode(e0)
+            T = int(frames.num_steps[e0])
+            state_dim = sum(np.asarray(ep[p]).reshape(T, -1).shape[1] for p in resolved.state)
+            action_dim = sum(np.asarray(ep[p]).reshape(T, -1).shape[1] for p in resolved.actions)
+        else:
+            state_dim, action_dim = sum(state_dims), sum(action_dims)
+        mask = None
+        if dcfg.action_normalization_mask is not None:
+            mask = np.array(dcfg.action_normalization_mask, bool)
+            if len(mask) != action_dim:
+                raise ConfigError(f"dataset {dcfg.name!r}: action_normalization_mask has {len(mask)} entries, "
+                                  f"the actions have {action_dim} dimensions")
+        runtime = DatasetRuntime(dcfg.name, source, frames, resolved, state_dim, action_dim,
+                                 normalization=dcfg.normalization,
+                                 state_stats=stats["state"] if stats and dcfg.normalization else None,
+                                 action_stats=stats["action"] if stats and dcfg.normalization else None,
+                                 action_mask=mask)
+        return _Opened(dcfg, ds, frames, resolved, runtime, stats, data_fp, state_dim, action_dim, spec)
 
     @staticmethod
-    def _static_image_size(sources: list[EpisodeSource]) -> tuple[int, int]:
-        for src in sources:
-            described = {p: shape for p, _, shape, _ in src.ds.features.describe()}
-            for path in src.resolved.images.values():
-                if path:
-                    shape = described[path]
-                    if shape[1] and shape[2]:
+    def _own_val_split(ds, dcfg: DatasetConfig) -> str | None:
+        if dcfg.val_split:
+            return dcfg.val_split
+        return next((s for s in ("validation", "val", "test") if s in ds.split_names), None)
+
+    def _validation_split(self, ds, dcfg: DatasetConfig) -> tuple[str, bool | None]:
+        own = self._own_val_split(ds, dcfg)
+        if own is not None:
+            return own, None
+        if self.config.val_fraction is None:
+            raise ConfigError(f"dataset {dcfg.name!r} has no validation split (splits: {', '.join(ds.split_names)});"
+                              " set DatasetConfig.val_split or LoaderConfig.val_fraction")
+        return dcfg.split, True
+
+    def _hash_split(self, name: str, frames: FrameIndex) -> np.ndarray:
+        """True for the episodes of the deterministic validation hash split (val_fraction of them)."""
+        # Keyed by where the episode is stored, so slicing the split never moves an episode across.
+        cut = int(self.config.val_fraction * 2**32)
+        ids = [sampling.derive_key("val_split", name, frames.splits[int(s)], int(sh), int(off)) & 0xFFFFFFFF
+               for s, sh, off in zip(frames.split_id, frames.shard, frames.offset, strict=True)]
+        return np.array(ids, np.uint64) < cut
+
+    @staticmethod
+    def _common_dim(what: str, dims: list[int], pad_to: int | None) -> int:
+        if pad_to is not None:
+            if max(dims) > pad_to:
+                raise ConfigError(f"a dataset has {what} size {max(dims)}, more than max_{what}_dim={pad_to}")
+            return pad_to
+        if len(set(dims)) > 1:
+            raise ConfigError(f"datasets have different {what} sizes {dims}; set max_{what}_dim to pad them")
+        return dims[0]
+
+    def _pooled_statistics(self, opened: list[_Opened]) -> dict:
+        from rlds_loader.statistics import pool_statistics
+
+        have = [o for o in opened if o.stats is not None]
+        if len({o.state_dim for o in have}) > 1 or len({o.action_dim for o in have}) > 1:
+            raise ConfigError("pooled_statistics needs equal state and action sizes across the datasets")
+        weights = [o.stats["num_frames"] for o in have]
+        return {"state": pool_statistics([o.stats["state"] for o in have], weights),
+                "action": pool_statistics([o.stats["action"] for o in have], weights),
+                "num_frames": int(sum(weights)), "num_episodes": int(sum(o.stats["num_episodes"] for o in have))}
+
+    @staticmethod
+    def _augment_per_camera(spec, cameras) -> dict | None:
+        if not spec:
+            return None
+        if "augment_order" in spec:
+            return {c: dict(spec) for c in cameras}
+        unknown = set(spec) - set(cameras)
+        if unknown:
+            raise ConfigError(f"image_augment names cameras {sorted(unknown)}; cameras are {list(cameras)}")
+        return {c: dict(v) for c, v in spec.items() if v}
+
+    @staticmethod
+    def _static_image_size(opened: list[_Opened]) -> tuple[int, int]:
+        for o in opened:
+            described = {p: shape for p, _, shape, _ in o.ds.features.describe()}
+            for paths in o.resolved.images.values():
+                for path in paths or ():
+                    shape = described.get(path)
+                    if shape and shape[1] and shape[2]:
                         return int(shape[1]), int(shape[2])
         raise ConfigError("image_size=None needs cameras of a static size; set LoaderConfig.image_size")
+
+    @property
+    def dataset_statistics(self) -> dict[str, Any]:
+        """Per dataset (and "__pooled__" when pooled): state/action mean, std, min, max, q01, q99 and counts,
+        as JSON-able lists: save them with the model to un-normalize actions at inference."""
+        for o in self._opened:
+            if o.dcfg.name not in self._statistics:  # no normalization asked: compute on first request
+                rt = o.runtime
+                src = EpisodeSource(o.ds, rt.frames, o.dcfg.name, paths=rt.keys.state + rt.keys.actions,
+                                    standardize=o.dcfg.standardize)
+                plain = dataclasses.replace(o.dcfg, episode_filter=None, keep_ranges=None, filter_idle_actions=None,
+                                            skip_unlabeled=False, min_episode_length=1)
+                result = cached_pass(src, plain, rt.keys, self.config.action_horizon,
+                                     [o.data_fp, short_hash(rt.frames.first_frame.tobytes())],
+                                     force=self.config.force_recompute_statistics, cache_dir=self.config.cache_dir)
+                self._statistics[o.dcfg.name] = result.statistics
+        return {name: statistics_json(st) for name, st in self._statistics.items()}
 
     # ----- iteration
     @property
@@ -195,11 +359,13 @@ class DataLoader:
 def create_data_loader(config: LoaderConfig, process_index: int | None = None, process_count: int | None = None,
                        *, shuffle: bool | None = None, seed: int | None = None, split: str | None = None,
                        num_batches: int | None = None, max_samples: int | None = None,
-                       num_workers: int | None = None, persistent_iterator: Any = None,
+                       num_workers: int | None = None, persistent_iterator: Any = None, validation: bool = False,
                        **unknown: Any) -> DataLoader:
     """Build the loader. Keyword overrides replace the config's fields, as the tf.data loaders accept them.
 
     With no process arguments, JAX's process index and count are used when JAX is imported, else one host.
+    `validation=True`: each dataset's validation split (`val_split`, else "validation"/"val"/"test", else the
+    `val_fraction` hash split of its episodes), without augmentation or image dropout.
     """
     if unknown:
         raise TypeError(f"create_data_loader got unexpected keyword arguments {sorted(unknown)}")
@@ -216,4 +382,4 @@ def create_data_loader(config: LoaderConfig, process_index: int | None = None, p
     if changes:
         config = config.replace(**changes)
     pi, pc = _process_defaults(process_index, process_count)
-    return DataLoader(config, pi, pc)
+    return DataLoader(config, pi, pc, validation=validation)

@@ -10,17 +10,20 @@ number of threads, prefetch depth and where the stream starts never change a bat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grain
 import numpy as np
 
 from rlds_loader import sampling
-from rlds_loader.episodes import EpisodeSource
+from rlds_loader.episodes import ResolvedKeys
 from rlds_loader.index import FrameIndex
-from rlds_loader.transforms.actions import action_chunk
+from rlds_loader.transforms import augment
 from rlds_loader.transforms.images import decode_resize
+from rlds_loader.transforms.normalize import normalize
+from rlds_loader.transforms.text import to_str
 
 
 @dataclass(frozen=True)
@@ -57,25 +60,57 @@ class StreamPlan:
 
 @dataclass(frozen=True)
 class Schema:
-    """Shapes of a batch's fields, the same for every dataset of the mixture."""
+    """Shapes and options of a batch, the same for every dataset of the mixture."""
 
     cameras: tuple[str, ...]
     text_names: tuple[str, ...]
-    state_dim: int
-    action_dim: int
+    state_dim: int  # after padding to max_state_dim
+    action_dim: int  # after padding to max_action_dim
     action_horizon: int
     image_size: tuple[int, int]
+    window_size: int = 1
+    goal: bool = False
+    pad_dims: bool = False
+    resize_mode: str = "stretch"
+    augment: Mapping[str, Mapping[str, Any]] | None = None  # camera -> Octo-style augment spec
+    dropout: Mapping[str, float] | None = None
+    seed: int = 0
+
+
+@dataclass
+class DatasetRuntime:
+    """What the batch builder needs of one dataset: where steps come from and how to transform them."""
+
+    name: str
+    source: Any  # .fetch(episode, [(key, start, stop), ...]) -> values
+    frames: FrameIndex
+    keys: ResolvedKeys
+    state_dim: int
+    action_dim: int
+    normalization: str | None = None
+    state_stats: Mapping[str, np.ndarray] | None = None
+    action_stats: Mapping[str, np.ndarray] | None = None
+    action_mask: np.ndarray | None = None
+
+
+def _concat(values: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Per-step fields [n, ...] -> float32 [n, D] (empty list -> [n, 0])."""
+    if not values:
+        return np.zeros((n, 0), np.float32)
+    return np.concatenate([np.asarray(v, np.float32).reshape(n, -1) for v in values], axis=1)
 
 
 class BatchBuilder:
     """Rows of the stream at given global positions -> dict of numpy arrays."""
 
-    def __init__(self, plan: StreamPlan, sources: Sequence[EpisodeSource], frames: Sequence[FrameIndex],
-                 schema: Schema):
+    def __init__(self, plan: StreamPlan, datasets: Sequence[DatasetRuntime], schema: Schema):
         self.plan = plan
-        self.sources = list(sources)
-        self.frames = list(frames)
+        self.datasets = list(datasets)
         self.schema = schema
+
+    @property
+    def frames(self) -> list[FrameIndex]:
+        return [d.frames for d in self.datasets]
 
     def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions -> (dataset, episode, step): pure, no I/O."""
@@ -84,16 +119,17 @@ class BatchBuilder:
         step = np.zeros_like(frame)
         for i in np.unique(d):
             sel = d == i
-            episode[sel], step[sel] = self.frames[i].locate(frame[sel])
+            episode[sel], step[sel] = self.datasets[i].frames.locate(frame[sel])
         return d, episode, step
 
     def allocate(self, n: int) -> dict:
         s = self.schema
         h, w = s.image_size
-        return {
-            "image": {c: np.zeros((n, h, w, 3), np.uint8) for c in s.cameras},
+        win = (s.window_size,) if s.window_size > 1 else ()
+        out = {
+            "image": {c: np.zeros((n, *win, h, w, 3), np.uint8) for c in s.cameras},
             "image_mask": {c: np.zeros(n, bool) for c in s.cameras},
-            "state": np.zeros((n, s.state_dim), np.float32),
+            "state": np.zeros((n, *win, s.state_dim), np.float32),
             "actions": np.zeros((n, s.action_horizon, s.action_dim), np.float32),
             "action_is_pad": np.zeros((n, s.action_horizon), bool),
             "prompt": np.empty(n, object),
@@ -102,28 +138,125 @@ class BatchBuilder:
             "episode_index": np.zeros(n, np.int64),
             "step_index": np.zeros(n, np.int32),
         }
+        if s.window_size > 1:
+            out["timestep_is_pad"] = np.zeros((n, s.window_size), bool)
+        if s.goal:
+            out["goal_image"] = {c: np.zeros((n, h, w, 3), np.uint8) for c in s.cameras}
+            out["goal_state"] = np.zeros((n, s.state_dim), np.float32)
+        if s.pad_dims:
+            out["state_dim_is_pad"] = np.zeros((n, s.state_dim), bool)
+            out["action_dim_is_pad"] = np.zeros((n, s.action_dim), bool)
+        return out
 
     def build(self, positions: np.ndarray) -> dict:
         d, episode, step = self.locate(positions)
         out = self.allocate(len(positions))
-        s = self.schema
-        for r in range(len(positions)):
-            ep = self.sources[d[r]].episode(int(episode[r]))
-            t = int(step[r])
-            for cam in s.cameras:
-                images = ep.images.get(cam)
-                if images is not None:
-                    decode_resize(images.raw(t), s.image_size, fmt=images.format, out=out["image"][cam][r])
-                    out["image_mask"][cam][r] = True
-            out["state"][r] = ep.state[t]
-            out["actions"][r], out["action_is_pad"][r] = action_chunk(ep.actions, t, s.action_horizon)
-            out["prompt"][r] = ep.prompt[t]
-            for name in s.text_names:
-                out[name][r] = ep.texts[name][t] if name in ep.texts else ""
+        for r, k in enumerate(np.asarray(positions, np.int64).tolist()):
+            self._row(out, r, k, self.datasets[int(d[r])], int(episode[r]), int(step[r]))
         out["dataset_index"][:] = d
         out["episode_index"][:] = episode
         out["step_index"][:] = step
         return out
+
+    def _row(self, out: dict, r: int, k: int, ds: DatasetRuntime, e: int, t: int) -> None:
+        s, keys = self.schema, ds.keys
+        T = int(ds.frames.num_steps[e])
+        W, H = s.window_size, s.action_horizon
+        lo = max(0, t - W + 1)
+        rng = augment.rng_for(s.seed, k, "sample")
+        # Random choices, always drawn in this order so a position gets the same ones on every host.
+        cams = {c: (None if ps is None else ps[int(rng.integers(len(ps)))] if len(ps) > 1 else ps[0])
+                for c, ps in keys.images.items()}
+        lang = (keys.language[int(rng.integers(len(keys.language)))] if len(keys.language) > 1
+                else keys.language[0] if keys.language else None)
+        goal = int(rng.integers(t, T)) if s.goal else None
+        available = [cams.get(c) is not None for c in s.cameras]
+        dropped = (augment.choose_dropout(rng, list(s.cameras), s.dropout, available) if s.dropout
+                   else [False] * len(s.cameras))
+
+        requests = [(p, lo, t + 1) for p in keys.state] + [(p, t, min(t + H, T)) for p in keys.actions]
+        requests += [(cams[c], lo, t + 1) for c in s.cameras if cams.get(c)]
+        if goal is not None:
+            requests += [(p, goal, goal + 1) for p in keys.state]
+            requests += [(cams[c], goal, goal + 1) for c in s.cameras if cams.get(c)]
+        texts = [lang] + [keys.texts.get(n) for n in s.text_names]
+        requests += [(p, t, t + 1) if p.startswith("steps/") else (p, 0, 1) for p in texts if p]
+        values = iter(ds.source.fetch(e, requests))
+
+        n_state, n_act = len(keys.state), len(keys.actions)
+        state = _concat([next(values) for _ in range(n_state)], t + 1 - lo)
+        actions = _concat([next(values) for _ in range(n_act)], min(t + H, T) - t)
+        frames_by_cam = {c: next(values) for c in s.cameras if cams.get(c)}
+        goal_state = goal_frames = None
+        if goal is not None:
+            goal_state = _concat([next(values) for _ in range(n_state)], 1)
+            goal_frames = {c: next(values)[0] for c in s.cameras if cams.get(c)}
+
+        pad_front = W - (t + 1 - lo)
+        if pad_front:  # before the episode start: repeat the first frame
+            state = np.concatenate([np.repeat(state[:1], pad_front, 0), state])
+        out["state"][r] = self._state(ds, state if W > 1 else state[-1])
+        if W > 1:
+            out["timestep_is_pad"][r, :pad_front] = True
+        n_real = actions.shape[0]
+        if n_real < H:  # past the episode end: repeat the last action
+            actions = np.concatenate([actions, np.repeat(actions[-1:], H - n_real, 0)])
+        out["actions"][r] = self._actions(ds, actions)
+        out["action_is_pad"][r, n_real:] = True
+        if goal_state is not None:
+            out["goal_state"][r] = self._state(ds, goal_state[0])
+        if s.pad_dims:
+            out["state_dim_is_pad"][r, ds.state_dim:] = True
+            out["action_dim_is_pad"][r, ds.action_dim:] = True
+
+        for ci, c in enumerate(s.cameras):
+            if c not in frames_by_cam or dropped[ci]:
+                continue
+            out["image_mask"][c][r] = True
+            raw = frames_by_cam[c]
+            raw = [raw[0]] * pad_front + list(raw)
+            targets = out["image"][c][r] if W > 1 else out["image"][c][r][None]
+            for w_i, data in enumerate(raw if W > 1 else raw[-1:]):
+                self._image(data, targets[w_i], k, c)
+            if goal_frames is not None:
+                self._image(goal_frames[c], out["goal_image"][c][r], k, c)
+
+        text_values = []
+        for p in texts:
+            if not p:
+                text_values.append("")
+            elif p.startswith("steps/"):
+                text_values.append(to_str(next(values)[0]))
+            else:
+                text_values.append(to_str(next(values)))
+        out["prompt"][r] = text_values[0]
+        for name, value in zip(s.text_names, text_values[1:], strict=True):
+            out[name][r] = value
+
+    def _image(self, data: bytes, target: np.ndarray, k: int, camera: str) -> None:
+        s = self.schema
+        decode_resize(data, s.image_size, mode=s.resize_mode, out=target)
+        spec = s.augment.get(camera) if s.augment else None
+        if spec:
+            # One generator per (position, camera), re-made per frame: a window's frames get the same draws.
+            target[...] = augment.augment_image(target, augment.rng_for(s.seed, k, f"augment/{camera}"), spec)
+
+    def _state(self, ds: DatasetRuntime, x: np.ndarray) -> np.ndarray:
+        if ds.normalization and ds.state_stats is not None and x.shape[-1]:
+            x = normalize(x, ds.state_stats, ds.normalization)
+        return self._pad(x, self.schema.state_dim)
+
+    def _actions(self, ds: DatasetRuntime, x: np.ndarray) -> np.ndarray:
+        if ds.normalization and ds.action_stats is not None:
+            x = normalize(x, ds.action_stats, ds.normalization, ds.action_mask)
+        return self._pad(x, self.schema.action_dim)
+
+    @staticmethod
+    def _pad(x: np.ndarray, dim: int) -> np.ndarray:
+        if x.shape[-1] == dim:
+            return x
+        pad = np.zeros((*x.shape[:-1], dim - x.shape[-1]), np.float32)
+        return np.concatenate([x, pad], axis=-1)
 
 
 def concat_batches(parts: Sequence[dict]) -> dict:
