@@ -23,12 +23,17 @@ _EXPORTS = {
     "FeatureKeyError": "rlds_loader.errors",
     "StateError": "rlds_loader.errors",
     "UnknownFeatureTypeError": "rlds_loader.errors",
+    "SkipResumeLoader": "rlds_loader.skip_resume",
 }
+# Submodules reachable as attributes (`rl.jax`, `rl.torch`, `rl.mixtures`) without importing them eagerly.
+_SUBMODULES = {"jax", "torch", "mixtures", "sampling", "tfds"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"rlds_loader.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'rlds_loader' has no attribute {name!r}")
