@@ -124,6 +124,20 @@ def test_prefetch_and_workers_do_not_change_batches(robot_dir):
         assert_tree_equal(a[i], loader.get_batch(i))
 
 
+def test_worker_processes_give_the_same_batches(robot_dir, tmp_path):
+    cfg = mix(robot_dir, seed=13, num_batches=6)
+    ref = list(rl.create_data_loader(cfg, 0, 1))
+    loader = rl.create_data_loader(cfg.replace(num_processes=2, num_workers=1), 0, 1)
+    got = take(loader, 3)
+    loader.save_dataloader_state(str(tmp_path))
+    resumed = rl.create_data_loader(cfg.replace(num_processes=2), 0, 1)
+    resumed.load_dataloader_state(str(tmp_path))
+    got += list(resumed)
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref, strict=True):
+        assert_tree_equal(a, b)
+
+
 def test_batch_contents_match_the_episodes(robot_dir):
     cfg = mix(robot_dir, seed=5)
     loader = rl.create_data_loader(cfg, 0, 1)

@@ -137,7 +137,8 @@ class LoaderConfig:
     data_dir: str | None = None
     force_recompute_statistics: bool = False
     # Performance only: not part of the stream, free to change across a restart.
-    num_workers: int | None = None
+    num_workers: int | None = None  # threads
+    num_processes: int = 0  # Grain worker processes (0: threads only)
     prefetch_batches: int = 2
     cache_dir: str | None = None
 

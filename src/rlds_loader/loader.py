@@ -315,10 +315,11 @@ class DataLoader:
         num_threads = self.config.num_workers if self.config.num_workers is not None else default_num_threads()
         ds = build_iter_dataset(self.builder, global_batch=self.config.batch_size, host_start=self.host_start,
                                 rows_per_host=self.rows_per_host, start_batch=start, stop_batch=stop,
-                                num_threads=num_threads, prefetch_batches=self.config.prefetch_batches)
+                                num_threads=num_threads, prefetch_batches=self.config.prefetch_batches,
+                                num_processes=self.config.num_processes)
         for batch in ds:
             self._batches_seen += 1
-            yield batch
+            yield _plain_arrays(batch) if self.config.num_processes else batch
 
     def get_batch(self, index: int) -> dict[str, Any]:
         """This host's rows of global batch `index`, computed directly (no iteration state involved)."""
@@ -354,6 +355,11 @@ class DataLoader:
         """Set the position from a saved state; the next iteration starts there. Returns batches_seen."""
         state = read_state(path, storage_options)
         return self.load_state_dict(state, source=str(path))
+
+
+def _plain_arrays(tree: dict) -> dict:
+    """Grain's worker processes hand back shared-memory array subclasses; give users plain numpy views."""
+    return {k: (_plain_arrays(v) if isinstance(v, dict) else np.asarray(v)) for k, v in tree.items()}
 
 
 def create_data_loader(config: LoaderConfig, process_index: int | None = None, process_count: int | None = None,

@@ -274,24 +274,44 @@ def chunk_rows(rows_per_host: int, max_chunk: int = 16) -> int:
     return 1
 
 
+class _ChunkBuilder:
+    """Chunk number -> the chunk's rows (picklable, for Grain's worker processes)."""
+
+    def __init__(self, builder: BatchBuilder, global_batch: int, host_start: int, chunk: int, per_batch: int):
+        self.builder, self.global_batch, self.host_start = builder, global_batch, host_start
+        self.chunk, self.per_batch = chunk, per_batch
+
+    def __call__(self, c: int) -> dict:
+        b, i = divmod(int(c), self.per_batch)
+        first = b * self.global_batch + self.host_start + i * self.chunk
+        return self.builder.build(np.arange(first, first + self.chunk, dtype=np.int64))
+
+
 def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: int, rows_per_host: int,
                        start_batch: int, stop_batch: int | None, num_threads: int,
-                       prefetch_batches: int) -> grain.IterDataset:
-    """Grain pipeline yielding this host's batches start_batch, start_batch+1, ... (< stop_batch)."""
-    chunk = chunk_rows(rows_per_host)
+                       prefetch_batches: int, num_processes: int = 0) -> grain.IterDataset:
+    """Grain pipeline yielding this host's batches start_batch, start_batch+1, ... (< stop_batch).
+
+    Threads (Grain's ReadOptions) build chunks of a batch in parallel: image decoding releases the GIL.
+    With `num_processes`, Grain's worker processes each build whole batches (batch b in worker b % P) and
+    Grain hands them back in order, for work that holds the GIL.
+    """
+    chunk = rows_per_host if num_processes else chunk_rows(rows_per_host)
     per_batch = rows_per_host // chunk
     stop = (stop_batch if stop_batch is not None else (1 << 62) // max(global_batch, 1)) * per_batch
-
-    def positions(c: int) -> np.ndarray:
-        b, i = divmod(c, per_batch)
-        first = b * global_batch + host_start + i * chunk
-        return np.arange(first, first + chunk, dtype=np.int64)
-
     ds = grain.MapDataset.range(start_batch * per_batch, max(stop, start_batch * per_batch))
-    ds = ds.map(lambda c: builder.build(positions(c)))
+    ds = ds.map(_ChunkBuilder(builder, global_batch, host_start, chunk, per_batch))
     buffer = max(max(1, prefetch_batches) * per_batch, num_threads) if num_threads else 0
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer)
-    return ds.to_iter_dataset(read).batch(per_batch, drop_remainder=True, batch_fn=concat_batches)
+    out = ds.to_iter_dataset(read).batch(per_batch, drop_remainder=True, batch_fn=concat_batches)
+    if num_processes:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; a library user never parsed them
+            flags.FLAGS.mark_as_parsed()
+        out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_processes,
+                                                           per_worker_buffer_size=max(1, prefetch_batches)))
+    return out
 
 
 def default_num_threads() -> int:

@@ -141,6 +141,17 @@ class RLDSDataset:
                         for s in self.split_names}
         self._array_records = array_record_io.ShardCache()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for worker processes: locks and open array_record readers stay behind."""
+        state = self.__dict__.copy()
+        del state["_offsets_lock"], state["_array_records"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._offsets_lock = threading.Lock()
+        self._array_records = array_record_io.ShardCache()
+
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={self.split_size(s)}" for s in self.split_names)
         return f"RLDSDataset({self.path!r}, {self.file_format}, {sizes})"
