@@ -1,9 +1,11 @@
 """Episode and frame index: where every episode of a split lives, and frame id -> (episode, step).
 
 One sequential scan per shard records, for every episode record, its shard, byte offset, data length and
-step count. The result is cached as a small `.npz` keyed by a fingerprint of the shard files (names and
-sizes): first beside the data (`<version folder>/.rlds_loader/`), or, when that is not writable, in a
-local cache folder. A changed shard changes the fingerprint, so a stale index is never used.
+step count, and (TFRecord) where each key's values and each step's image/text item sit in the record, so a
+step can be read without its episode (step_layout.py, step_reader.py). The result is cached as an `.npz`
+keyed by a fingerprint of the shard files (names and sizes): first beside the data (`<version
+folder>/.rlds_loader/`), or, when that is not writable, in a local cache folder. A changed shard changes
+the fingerprint, so a stale index is never used. A local cache's layout arrays are memory-mapped.
 
 The frame table of a (possibly sliced) split numbers every step of every selected episode; frame ids are
 the sample space the sampling layer permutes.

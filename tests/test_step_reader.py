@@ -1,0 +1,335 @@
+"""StepReader: steps read by byte range must equal slicing the fully decoded episode, for every key of
+datasets written by TFDS and by our writer, on local files and on fsspec (memory://, S3); one step of an
+image reads that frame's bytes only; ArrayRecord shards and records without a layout go through the whole
+record; a decode failure names the shard file and record offset. Also the index's layout tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import pickle
+import uuid
+
+import fsspec
+import numpy as np
+import pytest
+from conftest import copy_dataset
+from fsspec.implementations.memory import MemoryFileSystem
+
+from rlds_loader.errors import CorruptRecordError, FeatureKeyError
+from rlds_loader.index import EpisodeTable, FrameIndex, build_episode_table
+from rlds_loader.npz_mmap import is_mapped
+from rlds_loader.sample_data import write_sample_dataset
+from rlds_loader.step_layout import KIND_CODES, MISSING, LayoutSpec
+from rlds_loader.step_reader import StepReader, StepRequest
+from rlds_loader.tfds import tfrecord
+from rlds_loader.tfds.example_layout import layout
+from rlds_loader.tfds.example_proto import parse_example
+from rlds_loader.tfds.features import EncodedImage, EncodedImages
+from rlds_loader.tfds.reader import RecordRef, open_dataset
+
+pytest_plugins = ["s3_server"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def open_reader(data_dir: str, name: str, spec: str, cache_dir: str, **kw) -> tuple:
+    ds = open_dataset(data_dir, name, **kw)
+    ranges = ds.resolve_split(spec)
+    tables = {s: build_episode_table(ds, s, cache_dir=cache_dir) for s in dict.fromkeys(s for s, _, _ in ranges)}
+    frames = FrameIndex.from_tables(tables, ranges)
+    return ds, frames, tables, StepReader(ds, frames, tables)
+
+
+def full_episode(ds, frames: FrameIndex, e: int) -> dict:
+    split = frames.splits[int(frames.split_id[e])]
+    ref = RecordRef(int(frames.shard[e]), int(frames.offset[e]), int(frames.length[e]))
+    return ds.decode(ds.read_record(split, ref))
+
+
+def leaf_value(tree: dict, path: str):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
+def expected(value, per_step: bool, a: int, b: int):
+    if not per_step:
+        return value
+    if isinstance(value, EncodedImages):
+        return value.frames[a:b]
+    assert isinstance(value, np.ndarray)
+    return list(value[a:b]) if value.dtype == object else value[a:b]
+
+
+def assert_equal(got, want, where: str) -> None:
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for g, w in zip(got, want, strict=True):
+            if isinstance(w, np.ndarray):
+                assert np.array_equal(g, w), where
+            else:
+                assert type(g) is type(w) and g == w, where
+    elif isinstance(want, EncodedImage):
+        assert isinstance(got, EncodedImage) and got.data == want.data, where
+    elif isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), where
+        assert got.dtype == want.dtype and got.shape == want.shape, f"{where}: {got.dtype}{got.shape}"
+        np.testing.assert_array_equal(got, want, err_msg=where)
+    else:
+        assert type(got) is type(want) and got == want, where
+
+
+def check_random_requests(ds, frames: FrameIndex, reader: StepReader, seed: int, rounds: int = 3) -> int:
+    """Random step ranges of every key of every episode, in one read call per round; returns #requests."""
+    rng = np.random.default_rng(seed)
+    leaves = {leaf.path: leaf for leaf in ds.features.all_leaves}
+    full = {e: full_episode(ds, frames, e) for e in range(frames.num_episodes)}
+    total = 0
+    for _ in range(rounds):
+        reqs, wants = [], []
+        for e in rng.permutation(frames.num_episodes):
+            T = int(frames.num_steps[e])
+            for path, leaf in leaves.items():
+                per_step = leaf.outer_paths == ("steps",)
+                a = int(rng.integers(0, T + 1))
+                b = int(rng.integers(a, min(T, a + 4) + 1))
+                reqs.append(StepRequest(int(e), path, a, b) if per_step else StepRequest(int(e), path, 0, 1))
+                wants.append(expected(leaf_value(full[e], path), per_step, a, b))
+        got = reader.read(reqs)
+        for req, g, w in zip(reqs, got, wants, strict=True):
+            assert_equal(g, w, f"{req}")
+        total += len(reqs)
+    return total
+
+
+def to_memory(local_dir: str, name: str) -> str:
+    """Copy a data_dir's dataset folder to a fresh memory:// data_dir."""
+    fs = fsspec.filesystem("memory")
+    root = f"memory://steps-{uuid.uuid4().hex[:10]}"
+    src = os.path.join(local_dir, name)
+    for folder, _, files in os.walk(src):
+        for f in files:
+            local = os.path.join(folder, f)
+            with open(local, "rb") as fh:
+                fs.pipe_file(f"{root}/{name}/{os.path.relpath(local, src)}", fh.read())
+    return root
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("sample")
+    write_sample_dataset(str(root), "sample", num_episodes=7, seed=3, num_shards=2, max_len=11,
+                         splits={"train": 7, "val": 3})
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def rich_dir(tfds_datasets, tmp_path_factory) -> str:
+    """A copy of the TFDS-written TFRecord dataset (the index writes its cache beside the data)."""
+    root = tmp_path_factory.mktemp("rich")
+    copy_dataset(tfds_datasets["rich_rlds"], root)
+    return str(root)
+
+
+# ------------------------------------------------------------------------------------------ equivalence
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_tfds_written_every_key(rich_dir, tmp_path, where):
+    data_dir = rich_dir if where == "local" else to_memory(rich_dir, "rich_rlds")
+    ds, frames, tables, reader = open_reader(data_dir, "rich_rlds", "train[:60%]+val", str(tmp_path))
+    assert all(t.layouts is not None for t in tables.values())
+    assert check_random_requests(ds, frames, reader, seed=1) > 500
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_our_writer_every_key(sample_dir, tmp_path, where):
+    data_dir = sample_dir if where == "local" else to_memory(sample_dir, "sample")
+    ds, frames, _, reader = open_reader(data_dir, "sample", "val+train", str(tmp_path))
+    assert check_random_requests(ds, frames, reader, seed=2) > 100
+
+
+def test_s3(sample_dir, tmp_path, s3):
+    base = s3.upload_dir(sample_dir, "data")
+    ds, frames, _, reader = open_reader(base, "sample", "train", str(tmp_path),
+                                        storage_options=s3.storage_options)
+    check_random_requests(ds, frames, reader, seed=3, rounds=1)
+
+
+def test_array_record_reads_whole_records(tfds_datasets, tmp_path):
+    desc = tfds_datasets["rich_rlds_ar"]
+    copy_dataset(desc, tmp_path / "data")
+    ds, frames, tables, reader = open_reader(str(tmp_path / "data"), desc["name"], "train+val", str(tmp_path))
+    assert all(t.layouts is None for t in tables.values())
+    check_random_requests(ds, frames, reader, seed=4, rounds=2)
+
+
+def test_missing_layouts_read_whole_records(rich_dir, tmp_path):
+    ds, frames, tables, _ = open_reader(rich_dir, "rich_rlds", "test", str(tmp_path))
+    no_layout = {s: dataclasses.replace(t, layouts=None) for s, t in tables.items()}
+    check_random_requests(ds, frames, StepReader(ds, frames, no_layout), seed=5, rounds=1)
+    # an episode whose row says "no layout" (what the scan records for a record it could not lay out)
+    t = tables["test"]
+    kind = np.array(t.layouts.kind)
+    kind[2] = -2
+    patched = {"test": dataclasses.replace(t, layouts=dataclasses.replace(t.layouts, kind=kind, source=None))}
+    check_random_requests(ds, frames, StepReader(ds, frames, patched), seed=6, rounds=1)
+
+
+# --------------------------------------------------------------------------------------- bytes read
+
+
+def test_one_image_step_reads_only_that_frame(rich_dir, tmp_path, monkeypatch):
+    ds, frames, tables, reader = open_reader(rich_dir, "rich_rlds", "train", str(tmp_path))
+    e, t = 5, 3
+    want = full_episode(ds, frames, e)["steps"]["observation"]["image"].frames[t]
+    calls = []
+    real = os.pread
+
+    def counting(fd, n, offset):
+        calls.append(n)
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    assert reader.read([StepRequest(e, "steps/observation/image", t, t + 1)]) == [[want]]
+    assert calls == [len(want)]
+    calls.clear()  # a state vector: 3 float32s of one step
+    state = reader.read([StepRequest(e, "steps/observation/state", t, t + 1)])[0]
+    assert state.shape == (1, 3) and calls == [12]
+
+
+class CountingMemoryFS(MemoryFileSystem):
+    protocol = "countmem"
+    ranges: list = []
+
+    def cat_file(self, path, start=None, end=None, **kw):
+        CountingMemoryFS.ranges.append((path, start, end))
+        return super().cat_file(path, start=start, end=end, **kw)
+
+
+def test_remote_reads_only_the_frames(sample_dir, tmp_path):
+    fsspec.register_implementation("countmem", CountingMemoryFS, clobber=True)
+    fs = fsspec.filesystem("countmem")
+    root = f"countmem://steps-{uuid.uuid4().hex[:10]}"
+    src = os.path.join(sample_dir, "sample")
+    for folder, _, files in os.walk(src):
+        for f in files:
+            with open(os.path.join(folder, f), "rb") as fh:
+                fs.pipe_file(f"{root}/sample/{os.path.relpath(os.path.join(folder, f), src)}", fh.read())
+    ds, frames, _, reader = open_reader(root, "sample", "train", str(tmp_path))
+    reader.merge_gap = 0
+    reqs = [StepRequest(e, "steps/observation/front", 1, 2) for e in range(3)]
+    wants = [full_episode(ds, frames, e)["steps"]["observation"]["front"].frames[1] for e in range(3)]
+    CountingMemoryFS.ranges.clear()
+    assert reader.read(reqs) == [[w] for w in wants]
+    assert sorted(end - start for _, start, end in CountingMemoryFS.ranges) == sorted(len(w) for w in wants)
+
+
+# ------------------------------------------------------------------------------------------ errors etc.
+
+
+def test_decode_failure_names_shard_and_offset(tfds_datasets, tmp_path):
+    copy_dataset(tfds_datasets["rich_rlds"], tmp_path / "data")
+    ds, frames, tables, reader = open_reader(str(tmp_path / "data"), "rich_rlds", "train", str(tmp_path))
+    key = "steps/observation/joint:pos"  # a zlib-encoded tensor: one compressed item per step
+    layouts = tables["train"].layouts
+    e, row = 4, 4
+    j = layouts.item_keys.index(key)
+    item = int(layouts.item_offset[layouts.item_first[row], j])
+    path = ds.shard_paths("train")[int(frames.shard[e])]
+    at = int(frames.offset[e]) + tfrecord.HEADER + item
+    with open(path, "r+b") as f:  # same size: the cached index still matches
+        f.seek(at)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(CorruptRecordError) as err:
+        reader.read([StepRequest(e, key, 0, 1)])
+    assert err.value.path == path and err.value.offset == int(frames.offset[e])
+    assert path in str(err.value) and str(int(frames.offset[e])) in str(err.value)
+    assert reader.location(e) == (path, int(frames.offset[e]))
+
+
+def test_bad_requests(sample_dir, tmp_path):
+    _, frames, _, reader = open_reader(sample_dir, "sample", "train", str(tmp_path))
+    T = int(frames.num_steps[0])
+    with pytest.raises(FeatureKeyError):
+        reader.read([StepRequest(0, "steps/observation/nope", 0, 1)])
+    for a, b in ((0, T + 1), (-1, 1), (2, 1)):
+        with pytest.raises(IndexError):
+            reader.read([StepRequest(0, "steps/action", a, b)])
+    with pytest.raises(IndexError):
+        reader.read([StepRequest(frames.num_episodes, "steps/action", 0, 1)])
+    empty = reader.read([StepRequest(0, "steps/action", 1, 1), StepRequest(0, "steps/observation/front", 2, 2)])
+    assert empty[0].shape == (0, 3) and empty[1] == []
+
+
+def _read_in_child(reader, queue):
+    queue.put(reader.read([StepRequest(1, "steps/action", 0, 2)])[0])
+
+
+def test_pickle_and_fork(sample_dir, tmp_path):
+    ds, frames, tables, reader = open_reader(sample_dir, "sample", "train", str(tmp_path))
+    want = reader.read([StepRequest(1, "steps/action", 0, 2)])[0]  # opens a descriptor in this process
+    layouts = tables["train"].layouts
+    assert is_mapped(layouts.item_offset)  # a local cache is memory-mapped...
+    assert len(pickle.dumps(layouts)) < 4096  # ... and pickles as its path
+    clone = pickle.loads(pickle.dumps(reader))
+    np.testing.assert_array_equal(clone.read([StepRequest(1, "steps/action", 0, 2)])[0], want)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(reader, queue))
+    child.start()
+    got = queue.get(timeout=30)
+    child.join(30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------------ index
+
+
+def test_index_layouts_match_the_records(rich_dir, tmp_path):
+    ds = open_dataset(rich_dir, "rich_rlds")
+    table = build_episode_table(ds, "val", cache_dir=str(tmp_path))
+    spec = LayoutSpec.from_features(ds.features)
+    lay = table.layouts
+    assert lay.keys == spec.keys == tuple(sorted(spec.keys))
+    assert "steps/observation/image" in lay.item_keys and "steps/language_instruction" in lay.item_keys
+    assert "episode_metadata/file_path" in lay.keys and "episode_metadata/file_path" not in lay.item_keys
+    assert lay.item_offset.dtype == lay.item_length.dtype == lay.start.dtype == np.uint32
+    assert lay.item_offset.shape == (int(table.num_steps.sum()), len(lay.item_keys))
+    for e in range(len(table)):
+        data = ds.read_record("val", RecordRef(int(table.shard[e]), int(table.offset[e]), int(table.length[e])))
+        assert table.num_steps[e] == ds.features.num_steps(parse_example(data))
+        fields = layout(data)
+        for k, key in enumerate(lay.keys):
+            fl = fields.get(key)
+            if fl is None:
+                assert lay.kind[e, k] == MISSING
+                continue
+            assert (lay.kind[e, k], lay.start[e, k], lay.end[e, k], lay.packed[e, k]) == (
+                KIND_CODES[fl.kind], fl.start, fl.end, fl.packed)
+        for j, key in enumerate(lay.item_keys):
+            items = parse_example(data)[key]
+            rows = slice(int(lay.item_first[e]), int(lay.item_first[e + 1]))
+            got = [data[o:o + n] for o, n in zip(lay.item_offset[rows, j], lay.item_length[rows, j], strict=True)]
+            assert got == items
+
+
+def test_index_cache_round_trip(rich_dir, tmp_path):
+    ds = open_dataset(rich_dir, "rich_rlds")
+    built = build_episode_table(ds, "test", cache_dir=str(tmp_path))
+    loaded = build_episode_table(ds, "test", cache_dir=str(tmp_path))
+    assert is_mapped(loaded.layouts.start)
+    for a, b in ((built, loaded),):
+        for name in ("start", "end", "kind", "packed", "item_offset", "item_length", "item_first"):
+            np.testing.assert_array_equal(getattr(a.layouts, name), getattr(b.layouts, name))
+    remote = to_memory(rich_dir, "rich_rlds")
+    rds = open_dataset(remote, "rich_rlds")
+    build_episode_table(rds, "test", cache_dir=str(tmp_path))
+    again = build_episode_table(rds, "test", cache_dir=str(tmp_path))  # from the cache beside the data
+    assert rds.fs.exists(f"{rds.path}/.rlds_loader") and not is_mapped(again.layouts.start)
+    np.testing.assert_array_equal(again.layouts.item_offset, built.layouts.item_offset)
+    assert isinstance(again, EpisodeTable)
