@@ -3,6 +3,7 @@ clear errors on bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import pytest
 from robot_data import write_robot_dataset
 
 import rlds_loader as rl
+from rlds_loader.step_reader import StepReader
 from rlds_loader.tfds.reader import RLDSDataset, open_dataset
 from rlds_loader.transforms.images import decode_resize
 
@@ -138,6 +140,21 @@ def test_worker_processes_give_the_same_batches(robot_dir, tmp_path):
         assert_tree_equal(a, b)
 
 
+def _identity(episode):
+    return episode
+
+
+def test_partial_reads_equal_whole_episode_reads(robot_dir):
+    """StepReader (bytes of one step) and EpisodeSource (whole records, used with standardize) agree."""
+    cfg = mix(robot_dir, seed=21)
+    whole = cfg.replace(datasets=[dataclasses.replace(d, standardize=_identity) for d in cfg.datasets])
+    a, b = rl.create_data_loader(cfg, 0, 1), rl.create_data_loader(whole, 0, 1)
+    assert type(a.builder.datasets[0].source).__name__ == "StepReader"
+    assert type(b.builder.datasets[0].source).__name__ == "EpisodeSource"
+    for i in range(4):
+        assert_tree_equal(a.get_batch(i), b.get_batch(i))
+
+
 def test_batch_contents_match_the_episodes(robot_dir):
     cfg = mix(robot_dir, seed=5)
     loader = rl.create_data_loader(cfg, 0, 1)
@@ -243,20 +260,30 @@ def test_legacy_skip_loader_state_is_accepted(robot_dir, tmp_path):
 def test_resume_at_huge_position_reads_only_what_it_needs(robot_dir, tmp_path, monkeypatch):
     cfg = mix(robot_dir, seed=9)
     rl.create_data_loader(cfg, 0, 1)  # build the index caches
-    reads, scans = [], []
-    orig_read, orig_scan = RLDSDataset.read_record, RLDSDataset.scan_shard
-    monkeypatch.setattr(RLDSDataset, "read_record", lambda self, s, ref: reads.append(ref) or orig_read(self, s, ref))
-    monkeypatch.setattr(RLDSDataset, "scan_shard",
-                        lambda self, *a, **k: scans.append(a) or orig_scan(self, *a, **k))
+    records, ranges, scans = [], [], []
+    orig_read, orig_scan, orig_fetch = RLDSDataset.read_record, RLDSDataset.scan_shard, StepReader._fetch
+    monkeypatch.setattr(RLDSDataset, "read_record",
+                        lambda self, s, ref: records.append(ref) or orig_read(self, s, ref))
+    monkeypatch.setattr(RLDSDataset, "scan_shard", lambda self, *a, **k: scans.append(a) or orig_scan(self, *a, **k))
+    monkeypatch.setattr(StepReader, "_fetch", lambda self, rs: ranges.extend(rs) or orig_fetch(self, rs))
     saver = rl.create_data_loader(cfg, 0, 1)
     saver.load_state_dict({**saver.state_dict(), "batches_seen": 10**9})
     saver.save_dataloader_state(str(tmp_path))
     loader = rl.create_data_loader(cfg, 0, 1, num_workers=0)
     assert loader.load_dataloader_state(str(tmp_path)) == 10**9
     batch = next(iter(loader))
-    assert scans == []
+    assert scans == [] and records == []  # no scan, no whole-record read
     d, e, _ = loader.builder.locate(np.arange(10**9 * B, (10**9 + 1) * B))
-    assert len(reads) <= len(set(zip(d.tolist(), e.tolist(), strict=True)))
+    needed = {}  # shard file -> byte spans of the records this batch uses
+    for di, ei in set(zip(d.tolist(), e.tolist(), strict=True)):
+        reader = loader.builder.datasets[di].source
+        path, offset = reader.location(ei)
+        length = int(loader.frame_indexes[di].length[ei])
+        needed.setdefault(path, []).append((offset, offset + 16 + length))
+    assert ranges
+    for path, start, end in ranges:  # every byte read lies inside a record the batch needs
+        assert any(lo <= start and end <= hi for lo, hi in needed[path]), (path, start, end)
+    assert sum(end - start for _, start, end in ranges) < sum(hi - lo for v in needed.values() for lo, hi in v)
     assert_tree_equal(batch, loader.get_batch(10**9))
     assert loader.batches_seen == 10**9 + 1
 

@@ -173,6 +173,9 @@ class EpisodeSource:
                 self._cache.popitem(last=False)
         return prepared
 
+    def fetch_many(self, items: Sequence[tuple[int, Sequence[Request]]]) -> list[list[Any]]:
+        return [self.fetch(e, reqs) for e, reqs in items]
+
     def fetch(self, e: int, requests: Sequence[Request]) -> list[Any]:
         """Answer step-range requests on episode e: images -> list of encoded bytes, numeric -> array
         [stop-start, ...], text -> list of str; episode-level keys -> the value."""

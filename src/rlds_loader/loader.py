@@ -33,6 +33,7 @@ from rlds_loader.pipeline import (
     default_num_threads,
 )
 from rlds_loader.state import STATE_FORMAT, check_compatible, read_state, write_state
+from rlds_loader.step_reader import StepReader
 from rlds_loader.tfds.reader import open_dataset
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,10 @@ class DataLoader:
             else:  # statistics only: the sample space keeps the episode-level selection made above
                 frames = frames.with_segments(frames.seg_episode, frames.seg_start, frames.seg_length)
             stats = result.statistics
-        source = EpisodeSource(ds, frames, dcfg.name, paths=resolved.paths(), standardize=dcfg.standardize)
+        # Partial reads (only the bytes a step needs) unless a standardize function must see whole episodes.
+        source: EpisodeSource | StepReader = (
+            StepReader(ds, frames, tables) if dcfg.standardize is None
+            else EpisodeSource(ds, frames, dcfg.name, paths=resolved.paths(), standardize=dcfg.standardize))
 
         state_dims = [_step_dim(described[p]) if p in described else None for p in resolved.state]
         action_dims = [_step_dim(described[p]) if p in described else None for p in resolved.actions]

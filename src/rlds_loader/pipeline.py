@@ -100,6 +100,19 @@ def _concat(values: Sequence[np.ndarray], n: int) -> np.ndarray:
     return np.concatenate([np.asarray(v, np.float32).reshape(n, -1) for v in values], axis=1)
 
 
+@dataclass(frozen=True)
+class _RowPlan:
+    """One row's step, random choices and the (key, start, stop) step ranges it reads."""
+
+    t: int
+    num_steps: int
+    lo: int  # first step of the observation window
+    goal: int | None
+    cameras: list[str]  # cameras shown (not padding, not dropped)
+    texts: list[str | None]  # [language key, *text keys]
+    requests: list[tuple[str, int, int]]
+
+
 class BatchBuilder:
     """Rows of the stream at given global positions -> dict of numpy arrays."""
 
@@ -149,16 +162,26 @@ class BatchBuilder:
         return out
 
     def build(self, positions: np.ndarray) -> dict:
+        positions = np.asarray(positions, np.int64)
         d, episode, step = self.locate(positions)
         out = self.allocate(len(positions))
-        for r, k in enumerate(np.asarray(positions, np.int64).tolist()):
-            self._row(out, r, k, self.datasets[int(d[r])], int(episode[r]), int(step[r]))
+        plans = [self._plan_row(int(k), self.datasets[int(d[r])], int(episode[r]), int(step[r]))
+                 for r, k in enumerate(positions.tolist())]
+        values: list[list[Any]] = [[] for _ in plans]
+        for i in np.unique(d).tolist():  # one read per dataset: every range of the chunk in flight together
+            rows = np.flatnonzero(d == i).tolist()
+            fetched = self.datasets[i].source.fetch_many([(int(episode[r]), plans[r].requests) for r in rows])
+            for r, v in zip(rows, fetched, strict=True):
+                values[r] = v
+        for r, k in enumerate(positions.tolist()):
+            self._fill_row(out, r, int(k), self.datasets[int(d[r])], plans[r], values[r])
         out["dataset_index"][:] = d
         out["episode_index"][:] = episode
         out["step_index"][:] = step
         return out
 
-    def _row(self, out: dict, r: int, k: int, ds: DatasetRuntime, e: int, t: int) -> None:
+    def _plan_row(self, k: int, ds: DatasetRuntime, e: int, t: int) -> _RowPlan:
+        """The random choices of position k and the step ranges its row needs: pure."""
         s, keys = self.schema, ds.keys
         T = int(ds.frames.num_steps[e])
         W, H = s.window_size, s.action_horizon
@@ -173,24 +196,29 @@ class BatchBuilder:
         available = [cams.get(c) is not None for c in s.cameras]
         dropped = (augment.choose_dropout(rng, list(s.cameras), s.dropout, available) if s.dropout
                    else [False] * len(s.cameras))
+        shown = [c for c, drop in zip(s.cameras, dropped, strict=True) if cams.get(c) and not drop]
 
         requests = [(p, lo, t + 1) for p in keys.state] + [(p, t, min(t + H, T)) for p in keys.actions]
-        requests += [(cams[c], lo, t + 1) for c in s.cameras if cams.get(c)]
+        requests += [(cams[c], lo, t + 1) for c in shown]
         if goal is not None:
             requests += [(p, goal, goal + 1) for p in keys.state]
-            requests += [(cams[c], goal, goal + 1) for c in s.cameras if cams.get(c)]
+            requests += [(cams[c], goal, goal + 1) for c in shown]
         texts = [lang] + [keys.texts.get(n) for n in s.text_names]
         requests += [(p, t, t + 1) if p.startswith("steps/") else (p, 0, 1) for p in texts if p]
-        values = iter(ds.source.fetch(e, requests))
+        return _RowPlan(t, T, lo, goal, shown, texts, requests)
 
-        n_state, n_act = len(keys.state), len(keys.actions)
-        state = _concat([next(values) for _ in range(n_state)], t + 1 - lo)
-        actions = _concat([next(values) for _ in range(n_act)], min(t + H, T) - t)
-        frames_by_cam = {c: next(values) for c in s.cameras if cams.get(c)}
+    def _fill_row(self, out: dict, r: int, k: int, ds: DatasetRuntime, plan: _RowPlan, fetched: list) -> None:
+        s = self.schema
+        W, H = s.window_size, s.action_horizon
+        t, T, lo = plan.t, plan.num_steps, plan.lo
+        values = iter(fetched)
+        state = _concat([next(values) for _ in ds.keys.state], t + 1 - lo)
+        actions = _concat([next(values) for _ in ds.keys.actions], min(t + H, T) - t)
+        frames_by_cam = {c: next(values) for c in plan.cameras}
         goal_state = goal_frames = None
-        if goal is not None:
-            goal_state = _concat([next(values) for _ in range(n_state)], 1)
-            goal_frames = {c: next(values)[0] for c in s.cameras if cams.get(c)}
+        if plan.goal is not None:
+            goal_state = _concat([next(values) for _ in ds.keys.state], 1)
+            goal_frames = {c: next(values)[0] for c in plan.cameras}
 
         pad_front = W - (t + 1 - lo)
         if pad_front:  # before the episode start: repeat the first frame
@@ -209,12 +237,9 @@ class BatchBuilder:
             out["state_dim_is_pad"][r, ds.state_dim:] = True
             out["action_dim_is_pad"][r, ds.action_dim:] = True
 
-        for ci, c in enumerate(s.cameras):
-            if c not in frames_by_cam or dropped[ci]:
-                continue
+        for c in plan.cameras:
             out["image_mask"][c][r] = True
-            raw = frames_by_cam[c]
-            raw = [raw[0]] * pad_front + list(raw)
+            raw = [frames_by_cam[c][0]] * pad_front + list(frames_by_cam[c])
             targets = out["image"][c][r] if W > 1 else out["image"][c][r][None]
             for w_i, data in enumerate(raw if W > 1 else raw[-1:]):
                 self._image(data, targets[w_i], k, c)
@@ -222,7 +247,7 @@ class BatchBuilder:
                 self._image(goal_frames[c], out["goal_image"][c][r], k, c)
 
         text_values = []
-        for p in texts:
+        for p in plan.texts:
             if not p:
                 text_values.append("")
             elif p.startswith("steps/"):

@@ -285,6 +285,12 @@ class StepReader:
         """(key, start, stop) requests on one episode: `read` with StepRequests (EpisodeSource.fetch's form)."""
         return self.read([StepRequest(episode, key, start, stop) for key, start, stop in requests])
 
+    def fetch_many(self, items: Sequence[tuple[int, Sequence[tuple[str, int, int]]]]) -> list[list[Any]]:
+        """Several episodes' (key, start, stop) requests in one `read`: all byte ranges in flight at once."""
+        flat = [StepRequest(e, key, a, b) for e, reqs in items for key, a, b in reqs]
+        values = iter(self.read(flat))
+        return [[next(values) for _ in reqs] for _, reqs in items]
+
     # --- planning --------------------------------------------------------------------------------------
 
     def _request_plan(self, req: StepRequest) -> tuple[_Plan, str]:
