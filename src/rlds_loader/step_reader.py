@@ -165,10 +165,10 @@ class _Files:
             if path not in self._users:
                 os.close(self._fds.pop(path))
 
-    def __del__(self) -> None:
+    def __del__(self, _close=os.close) -> None:  # os may already be torn down at interpreter exit
         for fd in getattr(self, "_fds", {}).values():
             try:
-                os.close(fd)
+                _close(fd)
             except OSError:
                 pass
 
