@@ -34,6 +34,7 @@ from rlds_loader.config import LoaderConfig
 from rlds_loader.errors import ConfigError, StateError
 from rlds_loader.loader import DataLoader
 from rlds_loader.loader import create_data_loader as _create_numpy_loader
+from rlds_loader.state import position_disagreement
 
 __all__ = ["JaxDataLoader", "check_positions_agree", "create_data_loader", "data_sharding",
            "make_global_batch", "without_strings"]
@@ -153,20 +154,8 @@ def _gather(vector: np.ndarray) -> np.ndarray:
 
 def _disagreement(rows: np.ndarray, source: str) -> str | None:
     """What differs from process 0 in the gathered [failed, hi, lo, fp_a, fp_b] rows; None if nothing."""
-    failed = [i for i, r in enumerate(rows) if r[0]]
-    if failed:
-        return f"process(es) {failed} could not load {source} (see their error); no process resumes"
-    seen = [(int(r[1]) << 31) | int(r[2]) for r in rows]
-    bad = [i for i, s in enumerate(seen) if s != seen[0]]
-    if bad:
-        others = ", ".join(f"process {i} at batch {seen[i]}" for i in bad)
-        return (f"{source}: data loader positions differ across processes: process 0 is at batch {seen[0]}, "
-                f"{others}. Every process must load the state process 0 wrote (a stale or host-local copy?)")
-    bad = [i for i, r in enumerate(rows) if tuple(r[3:]) != tuple(rows[0][3:])]
-    if bad:
-        return (f"{source}: the loader configuration of process(es) {bad} differs from process 0's "
-                "(config fingerprints differ); every process must build the same loader")
-    return None
+    decoded = [("see its error" if r[0] else None, (int(r[1]) << 31) | int(r[2]), tuple(r[3:])) for r in rows]
+    return position_disagreement(decoded, source)
 
 
 def check_positions_agree(loader: DataLoader, source: str = "data loader state") -> None:

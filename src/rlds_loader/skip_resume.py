@@ -34,8 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from rlds_loader.errors import StateError
-from rlds_loader.state import MAX_STATE_BYTES, STATE_FILENAME, STATE_FORMAT, state_file, write_state
-from rlds_loader.tfds import storage
+from rlds_loader.state import STATE_FORMAT, read_state_object, state_file, write_state
 
 log = logging.getLogger(__name__)
 
@@ -299,23 +298,7 @@ class SkipCost:
 
 def _read_state(path: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Read a skip-resume state file (ours or the field's seed format); every problem is a StateError."""
-    target = state_file(path)
-    fs, fpath = storage.filesystem(target, **dict(storage_options or {}))
-    try:
-        raw = fs.cat_file(fpath)
-    except FileNotFoundError as e:
-        raise StateError(f"no data loader state at {target} (looked for {STATE_FILENAME})") from e
-    if len(raw) > 64 * MAX_STATE_BYTES:
-        raise StateError(f"{target}: {len(raw)} bytes is far too large for a data loader state")
-    try:
-        state = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StateError(f"{target}: corrupt data loader state (not JSON: {e})") from e
-    if not isinstance(state, dict):
-        raise StateError(f"{target}: corrupt data loader state (a JSON {type(state).__name__}, not an object)")
-    seen = state.get("batches_seen")
-    if not isinstance(seen, int) or isinstance(seen, bool) or seen < 0:
-        raise StateError(f"{target}: corrupt data loader state (batches_seen={seen!r}, want an integer >= 0)")
+    target, state = read_state_object(path, storage_options)
     if state.get("format") == STATE_FORMAT:
         raise StateError(f"{target} was written by rl.create_data_loader, whose positions count batches of "
                          "its own stream; a SkipResumeLoader cannot resume it (load it with that loader)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlds_loader.errors import StateError
@@ -48,8 +48,9 @@ def write_state(path: str, state: Mapping[str, Any], storage_options: Mapping[st
     return target
 
 
-def read_state(path: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read and validate a state file; every problem is a StateError naming the file."""
+def read_state_object(path: str, storage_options: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """(state file, its JSON object with a valid `batches_seen`): the checks every state format shares.
+    Every problem is a StateError naming the file."""
     target = state_file(path)
     fs, fpath = storage.filesystem(target, **dict(storage_options or {}))
     try:
@@ -67,9 +68,15 @@ def read_state(path: str, storage_options: Mapping[str, Any] | None = None) -> d
     seen = state.get("batches_seen")
     if not isinstance(seen, int) or isinstance(seen, bool) or seen < 0:
         raise StateError(f"{target}: corrupt data loader state (batches_seen={seen!r}, want an integer >= 0)")
+    return target, state
+
+
+def read_state(path: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read and validate a state file of this loader (or the tf.data skip loaders' seed format)."""
+    target, state = read_state_object(path, storage_options)
     fmt = state.get("format")
     if fmt is None and "version" in state:
-        return {"batches_seen": seen, "legacy": True}
+        return {"batches_seen": state["batches_seen"], "legacy": True}
     if fmt != STATE_FORMAT:
         raise StateError(f"{target}: unknown state format {fmt!r} (this version reads {STATE_FORMAT!r} "
                          "and the tf.data skip loaders' {\"batches_seen\": N, \"version\": ...})")
@@ -97,3 +104,26 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], sourc
     if diffs:
         raise StateError(f"{source} was saved by a loader with a different configuration; refusing to resume "
                          "a different stream. Differences: " + "; ".join(diffs))
+
+
+def position_disagreement(rows: Sequence[tuple[str | None, int, Any]], source: str,
+                          who: str = "process") -> str | None:
+    """What differs from member 0 among every process's (load error or None, batches_seen, config
+    fingerprint), gathered after a load; None when all agree. Multi-host loads use it so that a stale or
+    host-local state file is an error on every process, never a silent divergence."""
+    plural = {"process": "processes", "rank": "ranks"}.get(who, who + "s")
+    failed = [(i, err) for i, (err, _, _) in enumerate(rows) if err]
+    if failed:
+        names = f"{who}({plural[len(who):]}) {[i for i, _ in failed]}"
+        return f"{names} could not load {source}: {failed[0][1]}; no {who} resumes"
+    seen = [int(s) for _, s, _ in rows]
+    bad = [i for i, s in enumerate(seen) if s != seen[0]]
+    if bad:
+        others = ", ".join(f"{who} {i} at batch {seen[i]}" for i in bad)
+        return (f"{source}: data loader positions differ across {plural}: {who} 0 is at batch {seen[0]}, "
+                f"{others}. Every {who} must load the state {who} 0 wrote (a stale or host-local copy?)")
+    bad = [i for i, (_, _, fp) in enumerate(rows) if fp != rows[0][2]]
+    if bad:
+        return (f"{source}: the loader configuration of {who}({plural[len(who):]}) {bad} differs from {who} 0's "
+                f"(config fingerprints differ); every {who} must build the same loader")
+    return None

@@ -36,6 +36,7 @@ from rlds_loader.config import LoaderConfig
 from rlds_loader.errors import ConfigError, StateError
 from rlds_loader.loader import DataLoader
 from rlds_loader.loader import create_data_loader as _create_numpy_loader
+from rlds_loader.state import position_disagreement
 
 __all__ = ["RLDSIterableDataset", "check_positions_agree", "create_dataset", "distributed_rank", "to_torch"]
 
@@ -77,20 +78,7 @@ def _gather(item: tuple) -> list[tuple]:
 
 def _disagreement(items: list[tuple], source: str) -> str | None:
     """What differs from rank 0 among gathered (error, batches_seen, fingerprint); None if nothing."""
-    failed = [(i, err) for i, (err, _, _) in enumerate(items) if err]
-    if failed:
-        return f"rank(s) {[i for i, _ in failed]} could not load {source}: {failed[0][1]}; no rank resumes"
-    seen = [s for _, s, _ in items]
-    bad = [i for i, s in enumerate(seen) if s != seen[0]]
-    if bad:
-        others = ", ".join(f"rank {i} at batch {seen[i]}" for i in bad)
-        return (f"{source}: data loader positions differ across ranks: rank 0 is at batch {seen[0]}, "
-                f"{others}. Every rank must load the state rank 0 wrote (a stale or host-local copy?)")
-    bad = [i for i, (_, _, fp) in enumerate(items) if fp != items[0][2]]
-    if bad:
-        return (f"{source}: the loader configuration of rank(s) {bad} differs from rank 0's (config "
-                "fingerprints differ); every rank must build the same loader")
-    return None
+    return position_disagreement(items, source, who="rank")
 
 
 def check_positions_agree(loader: DataLoader, source: str = "data loader state") -> None:
