@@ -250,6 +250,27 @@ def s3_env(endpoint: str) -> dict:
             "FSSPEC_S3_ENDPOINT_URL": endpoint}
 
 
+def _range_get_cost(fs, bucket: str, local: Path, name: str, reads: int = 10) -> dict:
+    """Milliseconds per 25 KB range GET from the server, on the largest uploaded file and on a 1 MB object.
+
+    moto's server copies a whole object to answer a range request, so its cost grows with the object's
+    size (a real object store's does not): this says how much of a slow S3 figure is the test server.
+    """
+    biggest = max((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    small = f"{bucket}/_calibration_1mb"
+    fs.pipe_file(small, bytes(1 << 20))
+    out = {}
+    for label, key, size in (("largest_file", f"{bucket}/rlds/{name}/{biggest.relative_to(local).as_posix()}",
+                              biggest.stat().st_size), ("1mb_object", small, 1 << 20)):
+        t = time.perf_counter()
+        for i in range(reads):
+            start = (i * 997_331) % max(size - 25_000, 1)
+            fs.cat_file(key, start=start, end=start + 25_000)
+        out[label] = {"object_mb": size / 2**20, "ms_per_get": (time.perf_counter() - t) / reads * 1e3}
+    fs.rm(small)
+    return out
+
+
 def storage_options(url: str) -> dict | None:
     """fsspec options for `url`: for s3:// under `moto_s3`'s environment, its endpoint and dummy keys."""
     endpoint = os.environ.get("FSSPEC_S3_ENDPOINT_URL")
@@ -293,6 +314,7 @@ def moto_s3(data_dir: str, name: str, bucket: str = "bench") -> Iterator[tuple[s
                 fs.put_file(str(p), f"{bucket}/rlds/{name}/{p.relative_to(local).as_posix()}")
         print(f"[s3] uploaded {local} to s3://{bucket}/rlds/{name} at {endpoint} in "
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        env["BENCH_S3_CALIBRATION"] = json.dumps(_range_get_cost(fs, bucket, local, name))
         yield f"s3://{bucket}/rlds", env
     finally:
         proc.terminate()

@@ -391,6 +391,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small dataset and short runs (~1-2 minutes)")
     parser.add_argument("--episodes", type=int, help="episodes in the dataset (default 200, --quick 24)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
+    parser.add_argument("--shards", type=int, help="shards of the train split (default 8, --quick 4)")
     parser.add_argument("--writer", choices=("ours", "tfds"), default="ours",
                         help="write the dataset with rlds_loader's writer (default) or TFDS's builder")
 
@@ -399,6 +400,8 @@ def params_from_args(args: argparse.Namespace) -> Params:
     kw = {"seed": args.seed, "writer": args.writer}
     if args.episodes:
         kw["episodes"] = args.episodes
+    if getattr(args, "shards", None):
+        kw["shards"] = args.shards
     return Params.quick(**kw) if args.quick else Params(**kw)
 
 

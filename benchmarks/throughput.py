@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> None:
             results["tf.data, data on S3"] = measure("tfdata", url, env) if _tf_has_s3() else {
                 "error": "not measured: TF has no s3:// file system ('File system scheme s3 not "
                          "implemented'; needs tensorflow-io, not installed)"}
+            calibration = json.loads(env["BENCH_S3_CALIBRATION"])
         results["tf.data, local disk"] = measure("tfdata", data_dir)
         results["rlds_loader, local disk"] = ours(data_dir)
         pairs = [("rlds_loader on S3 / tf.data local", "rlds_loader, data on S3", "tf.data, local disk"),
@@ -257,6 +258,12 @@ def run(args: argparse.Namespace) -> None:
                               for k in ("frames_per_s", "first_batch_s", "peak_rss_mb", "tree_rss_mb")], ""])
     C.print_table(["system", "frames/s (median)", "first batch s", "peak RSS MB", "peak RSS MB (tree)",
                    "notes"], rows)
+    if args.s3:
+        big, small = calibration["largest_file"], calibration["1mb_object"]
+        print(f"S3 server calibration (same run): a 25 KB range GET takes {big['ms_per_get']:.1f} ms on a "
+              f"{big['object_mb']:.0f} MB shard and {small['ms_per_get']:.1f} ms on a 1 MB object. moto copies "
+              "the whole object per range request, so with large shards the S3 row measures moto more than "
+              "the loader; more, smaller shards (--shards) reduce that.")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

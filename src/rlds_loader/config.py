@@ -37,6 +37,11 @@ class DatasetConfig:
       function of the metadata, giving an episode's key), `filter_idle_actions` (threshold: drop frames whose
       action chunk is all below it in absolute value), `skip_unlabeled` (drop frames with an empty
       instruction). Filters run when the index is built, so the sample space stays fixed.
+
+    Corrupt data (corrupt.py): `on_corrupt="raise"` (default) stops at the first bad record; "skip" excludes
+    bad episode records (CRC, unparseable Example, and with `verify_images=True` undecodable images) when
+    the index is built, deterministically, and lists them in the index and a CorruptDataWarning. Neither
+    field is in the stream fingerprint: what is excluded changes the data fingerprint instead.
     """
 
     name: str
@@ -60,6 +65,8 @@ class DatasetConfig:
     skip_unlabeled: bool = False
     val_split: str | None = None
     storage_options: Mapping[str, Any] | None = None
+    on_corrupt: str = "raise"
+    verify_images: bool = False
 
     def __post_init__(self) -> None:
         # Normalise containers so configs compare, hash and fingerprint the same however they were given.
@@ -81,6 +88,9 @@ class DatasetConfig:
             raise ConfigError("DatasetConfig.name is empty")
         if not (self.weight >= 0):
             raise ConfigError(f"dataset {self.name!r}: weight must be >= 0, got {self.weight}")
+        if self.on_corrupt not in ("raise", "skip"):
+            raise ConfigError(f"dataset {self.name!r}: on_corrupt must be 'raise' or 'skip', "
+                              f"got {self.on_corrupt!r}")
 
     def stream_spec(self) -> dict[str, Any]:
         """The fields that define which samples this dataset contributes (functions by their source)."""

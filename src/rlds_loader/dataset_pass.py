@@ -68,6 +68,8 @@ def run_pass(src: EpisodeSource, dcfg: DatasetConfig, resolved: ResolvedKeys, ac
     state_dim: list[int] = []
 
     def one(e: int):
+        if frames.num_steps[e] == 0:  # nothing to keep or count; an episode excluded as corrupt is not read
+            return None
         ep = src.episode(e)
         T = int(frames.num_steps[e])
         keep = np.full(T, T >= dcfg.min_episode_length, bool)
@@ -99,10 +101,13 @@ def run_pass(src: EpisodeSource, dcfg: DatasetConfig, resolved: ResolvedKeys, ac
     workers = max(1, min(num_threads or os.cpu_count() or 1, 8))
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(one, range(frames.num_episodes)))
+    empty = [e for e, r in enumerate(results) if r is None]
+    results = [r for r in results if r is not None]
+    episode_ids = np.delete(np.arange(frames.num_episodes), empty)
 
     seg_e, seg_s, seg_l = [], [], []
     state_acc = action_acc = None
-    for e, (keep, state, actions, _) in enumerate(results):
+    for e, (keep, state, actions, _) in zip(episode_ids.tolist(), results, strict=True):
         starts, lengths = filters.segments_from_mask(keep)
         seg_e.append(np.full(len(starts), e, np.int64))
         seg_s.append(np.asarray(starts, np.int64))

@@ -6,6 +6,7 @@ step can be read without its episode (step_layout.py, step_reader.py). The resul
 keyed by a fingerprint of the shard files (names and sizes): first beside the data (`<version
 folder>/.rlds_loader/`), or, when that is not writable, in a local cache folder. A changed shard changes
 the fingerprint, so a stale index is never used. A local cache's layout arrays are memory-mapped.
+Corrupt records stop the build, or with on_corrupt="skip" are excluded and listed (corrupt.py).
 
 The frame table of a (possibly sliced) split numbers every step of every selected episode; frame ids are
 the sample space the sampling layer permutes.
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlds_loader import npz_mmap
+from rlds_loader import corrupt, npz_mmap
 from rlds_loader.config import short_hash
+from rlds_loader.errors import CorruptRecordError
 from rlds_loader.step_layout import ARRAYS as LAYOUT_ARRAYS
 from rlds_loader.step_layout import LayoutSpec, RecordLayout, StepLayouts, scan_record
 from rlds_loader.tfds import storage
@@ -48,6 +50,7 @@ class EpisodeTable:
     num_steps: np.ndarray  # int64 [E]
     fingerprint: str
     layouts: StepLayouts | None = None  # where each key's values sit in each record (None: ArrayRecord)
+    corrupt: tuple[corrupt.BadRecord, ...] = ()  # records excluded by on_corrupt="skip" (0 steps each)
 
     def __len__(self) -> int:
         return len(self.shard)
@@ -67,8 +70,9 @@ def shard_fingerprint(ds, split: str) -> str:
     return short_hash({"format": INDEX_FORMAT, "split": split, "shards": entries}, 16)
 
 
-def _cache_locations(ds, split: str, fingerprint: str, cache_dir: str | None) -> list[tuple[object, str]]:
-    name = f"index-{split}-{fingerprint}.npz"
+def _cache_locations(ds, split: str, fingerprint: str, cache_dir: str | None,
+                     mode: str = "") -> list[tuple[object, str]]:
+    name = f"index-{split}-{fingerprint}{mode}.npz"
     beside = (ds.fs, storage.join(ds.path, ".rlds_loader", name))
     local_root = cache_dir or default_cache_dir()
     local_fs, _ = storage.filesystem(local_root)
@@ -76,28 +80,50 @@ def _cache_locations(ds, split: str, fingerprint: str, cache_dir: str | None) ->
     return [beside, local]
 
 
-def _scan_shard(ds, split: str, shard: int,
-                spec: LayoutSpec | None = None) -> tuple[np.ndarray, list[RecordLayout] | None]:
+def _scan_shard(ds, split: str, shard: int, spec: LayoutSpec | None = None, on_corrupt: str = "raise",
+                verify_images: bool = False) -> tuple[np.ndarray, list[RecordLayout] | None, list]:
     """Rows (shard, offset, length, num_steps) of a shard's records; with `spec` (TFRecord shards) also each
     record's layout row, found without parsing the record. A record the layout cannot describe (malformed, or
-    values split over several messages) is parsed instead and gets no layout."""
+    values split over several messages) is parsed instead and gets no layout. With on_corrupt="skip" a bad
+    record (see corrupt.py) gets a row with 0 steps and is listed in the third result as (record index in the
+    shard, BadRecord with example -1); records beyond dataset_info.json's count are listed with index -1."""
     rows = []
     layouts: list[RecordLayout] | None = [] if spec is not None else None
+    bad: list[tuple[int, corrupt.BadRecord]] = []
+    extra: list[corrupt.BadRecord] = []
     path = ds.shard_paths(split)[shard]
-    for ref, data in ds.scan_shard(split, shard):
-        steps = None
-        if spec is not None:
-            try:
-                steps, row = scan_record(ds.features, spec, data)
-            except Exception:  # parse it: the real error, or valid protobuf the layout cannot describe
-                steps = None
-        if steps is None:
-            steps = ds.features.num_steps(parse_example(data, path=path, offset=ref.offset))
-            row = RecordLayout.unknown(spec, steps) if spec is not None else None
+    records = (ds.scan_shard(split, shard) if on_corrupt == "raise"
+               else corrupt.tolerant_records(ds, split, shard, extra))
+    for ref, data in records:
+        try:
+            if isinstance(data, CorruptRecordError):
+                raise data
+            steps = None
+            if spec is not None:
+                try:
+                    steps, row = scan_record(ds.features, spec, data)
+                except Exception:  # parse it: the real error, or valid protobuf the layout cannot describe
+                    steps = None
+            if steps is None:
+                steps = ds.features.num_steps(parse_example(data, path=path, offset=ref.offset))
+                row = RecordLayout.unknown(spec, steps) if spec is not None else None
+            if verify_images:
+                corrupt.check_images(ds.features, data, path, ref.offset)
+        except CorruptRecordError as e:
+            if on_corrupt == "raise":
+                raise
+            bad.append((len(rows), corrupt.BadRecord(-1, path, ref.offset, str(e))))
+            steps, row = 0, RecordLayout.unknown(spec, 0) if spec is not None else None
         if layouts is not None:
             layouts.append(row)
         rows.append((ref.shard, ref.offset, ref.length, steps))
-    return np.array(rows, dtype=np.int64).reshape(-1, 4), layouts
+    bad += [(-1, b) for b in extra]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), layouts, bad
+
+
+def _table_fingerprint(fingerprint: str, bad: Sequence[corrupt.BadRecord]) -> str:
+    """The data files' fingerprint, changed by the set of excluded records (they change the sample space)."""
+    return fingerprint if not bad else short_hash([fingerprint, [[b.example, b.offset] for b in bad]], 16)
 
 
 def _load_cache(fs, path: str, split: str, fingerprint: str) -> EpisodeTable | None:
@@ -110,18 +136,27 @@ def _load_cache(fs, path: str, split: str, fingerprint: str) -> EpisodeTable | N
         return None
     local = storage.protocol_prefix(fs) == ""
     layouts = StepLayouts.from_cache(meta, z, z["num_steps"], source=path if local else None)
-    return EpisodeTable(split, *(z[f] for f in _FIELDS), fingerprint=fingerprint, layouts=layouts)
+    bad = tuple(corrupt.BadRecord(*b) for b in meta.get("corrupt", ()))
+    return EpisodeTable(split, *(z[f] for f in _FIELDS), fingerprint=_table_fingerprint(fingerprint, bad),
+                        layouts=layouts, corrupt=bad)
 
 
-def build_episode_table(ds, split: str, *, cache_dir: str | None = None,
-                        num_threads: int | None = None) -> EpisodeTable:
-    """The split's episode table: loaded from a cache whose fingerprint matches, else scanned and cached."""
+def build_episode_table(ds, split: str, *, cache_dir: str | None = None, num_threads: int | None = None,
+                        on_corrupt: str = "raise", verify_images: bool = False) -> EpisodeTable:
+    """The split's episode table: loaded from a cache whose fingerprint matches, else scanned and cached.
+
+    `on_corrupt` ("raise" or "skip") and `verify_images` (decode every image while scanning): see corrupt.py.
+    Excluded records are in `table.corrupt` and in a CorruptDataWarning, also when the table is cached.
+    """
+    corrupt.check_policy(on_corrupt)
     fingerprint = shard_fingerprint(ds, split)
-    locations = _cache_locations(ds, split, fingerprint, cache_dir)
+    mode = ("-skip" if on_corrupt == "skip" else "") + ("-images" if verify_images else "")
+    locations = _cache_locations(ds, split, fingerprint, cache_dir, mode)
     for fs, path in locations:
         try:
             cached = _load_cache(fs, path, split, fingerprint)
             if cached is not None:
+                corrupt.warn_excluded(ds.name, split, cached.corrupt)
                 return cached
         except Exception as e:  # an unreadable cache is rebuilt, never trusted
             log.warning("ignoring unreadable index cache %s: %s", path, e)
@@ -130,11 +165,19 @@ def build_episode_table(ds, split: str, *, cache_dir: str | None = None,
     workers = max(1, min(num_threads or os.cpu_count() or 1, n_shards, 16))
     spec = LayoutSpec.from_features(ds.features) if ds.file_format != "array_record" else None
     with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda s: _scan_shard(ds, split, s, spec), range(n_shards)))
+        parts = list(pool.map(lambda s: _scan_shard(ds, split, s, spec, on_corrupt, verify_images),
+                              range(n_shards)))
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 4), np.int64)
     layouts = StepLayouts.from_rows(spec, [r for p in parts for r in p[1]]) if spec is not None else None
+    first = 0
+    bad: list[corrupt.BadRecord] = []
+    for p in parts:  # record index in its shard -> example index in the split
+        bad += [b._replace(example=first + k) if k >= 0 else b for k, b in p[2]]
+        first += len(p[0])
     table = EpisodeTable(split, rows[:, 0].astype(np.int32), rows[:, 1].copy(), rows[:, 2].copy(),
-                         rows[:, 3].copy(), fingerprint=fingerprint, layouts=layouts)
+                         rows[:, 3].copy(), fingerprint=_table_fingerprint(fingerprint, bad), layouts=layouts,
+                         corrupt=tuple(bad))
+    corrupt.warn_excluded(ds.name, split, bad)
     expected = sum(ds.shard_lengths(split))
     if len(table) != expected:
         log.warning("%s/%s: dataset_info.json lists %d episodes, the shards hold %d",
@@ -142,6 +185,7 @@ def build_episode_table(ds, split: str, *, cache_dir: str | None = None,
 
     buf = io.BytesIO()
     meta = json.dumps({"fingerprint": fingerprint, "dataset": ds.name, "split": split,
+                       **({"corrupt": [list(b) for b in bad]} if bad else {}),
                        **(layouts.meta() if layouts is not None else {})}).encode()
     np.savez(buf, meta=np.frombuffer(meta, np.uint8), **{f: getattr(table, f) for f in _FIELDS},
              **(layouts.arrays() if layouts is not None else {}))

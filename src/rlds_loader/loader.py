@@ -154,7 +154,8 @@ class DataLoader:
         elif cfg.val_fraction is not None and self._own_val_split(ds, dcfg) is None:
             hash_val = False  # training: leave out the episodes the validation loader takes
         ranges = ds.resolve_split(spec)
-        tables = {s: build_episode_table(ds, s, cache_dir=cfg.cache_dir)
+        tables = {s: build_episode_table(ds, s, cache_dir=cfg.cache_dir, on_corrupt=dcfg.on_corrupt,
+                                         verify_images=dcfg.verify_images)
                   for s in dict.fromkeys(s for s, _, _ in ranges)}
         frames = FrameIndex.from_tables(tables, ranges)
         data_fp = [ds.version, [[s, a, b] for s, a, b in ranges], [tables[s].fingerprint for s in sorted(tables)]]
@@ -163,7 +164,7 @@ class DataLoader:
         if dcfg.standardize is not None:  # keys name the standardized episode's fields
             if frames.num_episodes == 0:
                 raise ConfigError(f"dataset {dcfg.name!r} split {spec!r} has no episodes")
-            leaves = list(probe.episode(0))
+            leaves = list(probe.episode(int(np.argmax(frames.num_steps > 0))))  # not an excluded one
         else:
             leaves = list(described)
         resolved = resolve_keys(dcfg, leaves)
@@ -195,7 +196,8 @@ class DataLoader:
         state_dims = [_step_dim(described[p]) if p in described else None for p in resolved.state]
         action_dims = [_step_dim(described[p]) if p in described else None for p in resolved.actions]
         if None in state_dims or None in action_dims:  # sizes the spec leaves open: learn them from one episode
-            e0 = int(frames.seg_episode[0]) if len(frames.seg_episode) else 0
+            nonempty = np.flatnonzero(frames.seg_length > 0)  # skip episodes excluded by on_corrupt="skip"
+            e0 = int(frames.seg_episode[nonempty[0]]) if len(nonempty) else 0
             ep = probe.episode(e0)
             T = int(frames.num_steps[e0])
             state_dim = sum(np.asarray(ep[p]).reshape(T, -1).shape[1] for p in resolved.state)

@@ -54,15 +54,15 @@ def read_state_object(path: str, storage_options: Mapping[str, Any] | None = Non
     target = state_file(path)
     fs, fpath = storage.filesystem(target, **dict(storage_options or {}))
     try:
-        raw = fs.cat_file(fpath)
+        raw = storage.read_file(fs, fpath)  # retried on transient storage errors
     except FileNotFoundError as e:
         raise StateError(f"no data loader state at {target} (looked for {STATE_FILENAME})") from e
     if len(raw) > 64 * MAX_STATE_BYTES:
         raise StateError(f"{target}: {len(raw)} bytes is far too large for a data loader state")
     try:
         state = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StateError(f"{target}: corrupt data loader state (not JSON: {e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise StateError(f"{target}: corrupt data loader state (not JSON: {e})") from None
     if not isinstance(state, dict):
         raise StateError(f"{target}: corrupt data loader state (a JSON {type(state).__name__}, not an object)")
     seen = state.get("batches_seen")
@@ -84,9 +84,20 @@ def read_state(path: str, storage_options: Mapping[str, Any] | None = None) -> d
 
 
 def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], source: str = "state") -> None:
-    """Refuse a state whose stream differs from the current loader's, saying what differs."""
-    if saved.get("legacy"):
+    """Refuse a state whose stream differs from the current loader's, saying what differs (or that is
+    malformed: a position that is not an integer in [0, 2**63 / global batch size))."""
+    seen = saved.get("batches_seen")
+    if not isinstance(seen, int) or isinstance(seen, bool) or seen < 0:
+        raise StateError(f"{source}: corrupt data loader state (batches_seen={seen!r:.100}, "
+                         "want an integer >= 0)")
+    batch = current.get("global_batch_size")
+    if isinstance(batch, int) and seen * max(batch, 1) >= 2**63:
+        raise StateError(f"{source}: batches_seen={seen} is beyond any stream (sample positions are int64)")
+    if saved.get("legacy") and "format" not in saved:  # read_state's marker for the skip loaders' format
         return
+    if not isinstance(saved.get("parts") or {}, Mapping):
+        raise StateError(f"{source}: corrupt data loader state ('parts' is a "
+                         f"{type(saved['parts']).__name__}, not an object)")
     diffs = []
     for key in ("global_batch_size", "seed", "shuffle"):
         if saved.get(key) != current.get(key):

@@ -20,7 +20,8 @@ per-step bytes keys where each step's item sits. A request becomes one byte rang
 (consecutive items are contiguous), the float32 values of its steps of a packed float list, or the whole
 (small) region of an int64 list. All ranges of one `read` call are fetched together: local files with
 `os.pread` on a file descriptor cached per shard (opened lazily, reopened in a new process after fork or
-unpickling), remote files with one `fs.cat_ranges` call (fsspec runs the requests concurrently). Ranges close
+unpickling), remote files with one `storage.read_ranges` call (fsspec's `cat_ranges`, requests run
+concurrently, transient failures retried: tfds/retry.py). Ranges close
 together in one file are merged into one read.
 
 Fallback to the whole record (read, CRC-checked, parsed, decoded, sliced; the last few parsed records are
@@ -45,7 +46,7 @@ import numpy as np
 from rlds_loader.errors import CorruptRecordError, FeatureKeyError
 from rlds_loader.index import EpisodeTable, FrameIndex
 from rlds_loader.step_layout import KIND_CODES, MISSING, STEPS, UNKNOWN, StepLayouts
-from rlds_loader.tfds import tfrecord
+from rlds_loader.tfds import storage, tfrecord
 from rlds_loader.tfds.example_layout import FieldLayout, decode_floats, field_values
 from rlds_loader.tfds.example_proto import parse_example
 from rlds_loader.tfds.features import EncodedImages, Image, Tensor, Text
@@ -389,13 +390,8 @@ class StepReader:
 
     def _read_remote(self, merged: list[list]) -> list[bytes]:
         paths = [m[0] for m in merged]
-        got = self.ds.fs.cat_ranges(paths, [m[1] for m in merged], [m[2] for m in merged])
-        out = []
-        for (path, s, e, _), data in zip(merged, got, strict=True):
-            if isinstance(data, BaseException):
-                raise OSError(f"{path}: cannot read bytes [{s}, {e}): {data}") from data
-            out.append(self._check_read(data, path, s, e))
-        return out
+        got = storage.read_ranges(self.ds.fs, paths, [m[1] for m in merged], [m[2] for m in merged])
+        return [self._check_read(data, path, s, e) for (path, s, e, _), data in zip(merged, got, strict=True)]
 
     @staticmethod
     def _check_read(data: bytes, path: str, s: int, e: int) -> bytes:

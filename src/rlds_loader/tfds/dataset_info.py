@@ -16,6 +16,8 @@ Pure: no I/O except `read_dataset_info`.
 from __future__ import annotations
 
 import json
+import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import fsspec
 
 from rlds_loader.errors import DatasetNotFoundError, RLDSError
+from rlds_loader.tfds.storage import read_file
 
 DEFAULT_FILEPATH_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 FILE_FORMATS = ("tfrecord", "array_record")  # the formats this package reads (TFDS also has riegeli, parquet)
@@ -85,9 +88,13 @@ def shard_filename(dataset: str, split: str, file_format: str, shard_index: int,
     count = f"{num_shards:0{digits}d}"
     mappings = {"DATASET": dataset, "SPLIT": split, "FILEFORMAT": file_format, "SHARD_INDEX": index,
                 "NUM_SHARDS": count, "SHARD_X_OF_Y": f"{index}-of-{count}"}
+    template = template or DEFAULT_FILEPATH_TEMPLATE
     try:
-        return (template or DEFAULT_FILEPATH_TEMPLATE).format(**mappings)
-    except (KeyError, IndexError, ValueError) as e:
+        specs = [spec for _, _, spec, _ in string.Formatter().parse(template) if spec]
+        if any("{" in spec or re.search(r"\d{4,}", spec) for spec in specs):  # a width of >= 1000 chars
+            raise ValueError("format widths over 999 and nested fields are not allowed")
+        return template.format(**mappings)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
         raise RLDSError(f"cannot format the shard file template {template!r}: {e}") from e
 
 
@@ -102,27 +109,40 @@ def shard_filenames(dataset: str, split: str, file_format: str, num_shards: int,
 def _int(value: Any, what: str) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RLDSError(f"dataset_info.json: {what} is not an integer: {value!r}") from None
 
 
 def parse_dataset_info(obj: Mapping[str, Any]) -> DatasetInfo:
-    """The JSON object of `dataset_info.json` -> DatasetInfo."""
+    """The JSON object of `dataset_info.json` -> DatasetInfo. A malformed object is an RLDSError."""
+    if not isinstance(obj, Mapping):
+        raise RLDSError(f"dataset_info.json: expected a JSON object, got {type(obj).__name__}")
     file_format = obj.get("fileFormat") or "tfrecord"
     if file_format not in FILE_FORMATS:
         raise RLDSError(f"dataset {obj.get('name')!r} is stored as {file_format!r}; "
                         f"this reader supports {', '.join(FILE_FORMATS)}")
     splits: dict[str, SplitInfo] = {}
-    for s in obj.get("splits", []):
+    split_list = obj.get("splits", [])
+    if not isinstance(split_list, list) or not all(isinstance(s, Mapping) for s in split_list):
+        raise RLDSError(f"dataset_info.json: 'splits' must be a list of objects, got {split_list!r:.200}")
+    for s in split_list:
         name = s.get("name", "")
+        template = s.get("filepathTemplate") or DEFAULT_FILEPATH_TEMPLATE
+        if not isinstance(name, str) or not isinstance(template, str):
+            raise RLDSError(f"dataset_info.json: split name {name!r:.100} and filepathTemplate "
+                            f"{template!r:.100} must be strings")
         if "shardLengths" in s:
+            if not isinstance(s["shardLengths"], list):
+                raise RLDSError(f"dataset_info.json: split {name!r} shardLengths is not a list")
             lengths = tuple(_int(n, f"split {name!r} shardLengths") for n in s["shardLengths"])
+            if any(n < 0 for n in lengths):
+                raise RLDSError(f"dataset_info.json: split {name!r} has negative shardLengths {lengths}")
         else:  # datasets written before shardLengths existed: one shard per numShards, sizes unknown
             raise RLDSError(f"dataset_info.json: split {name!r} has no shardLengths (a TFDS < 4 dataset?); "
                             "regenerate it with a recent TFDS")
         splits[name] = SplitInfo(name=name, shard_lengths=lengths,
                                  num_bytes=_int(s.get("numBytes", 0), f"split {name!r} numBytes"),
-                                 filepath_template=s.get("filepathTemplate") or DEFAULT_FILEPATH_TEMPLATE)
+                                 filepath_template=template)
     return DatasetInfo(name=obj.get("name", ""), version=str(obj.get("version", "")), file_format=file_format,
                        splits=splits, config_name=obj.get("configName", ""),
                        description=obj.get("description", ""), raw=dict(obj))
@@ -132,10 +152,11 @@ def read_dataset_info(fs: fsspec.AbstractFileSystem, version_dir: str) -> Datase
     """Read and parse `<version_dir>/dataset_info.json` (version_dir is a path inside `fs`)."""
     path = f"{version_dir.rstrip('/')}/dataset_info.json"
     try:
-        text = fs.cat_file(path)
+        text = read_file(fs, path)  # retried on transient storage errors
     except FileNotFoundError:
         raise DatasetNotFoundError(f"no dataset_info.json in {version_dir}") from None
     try:
-        return parse_dataset_info(json.loads(text))
-    except json.JSONDecodeError as e:
-        raise RLDSError(f"{path} is not valid JSON: {e}") from e
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:  # not JSON (JSONDecodeError), not UTF-8, absurdly nested
+        raise RLDSError(f"{path} is not valid JSON: {e}") from None
+    return parse_dataset_info(obj)

@@ -26,12 +26,12 @@ from typing import Any, NamedTuple
 
 import fsspec
 
-from rlds_loader.errors import CorruptRecordError, DatasetNotFoundError
+from rlds_loader.errors import CorruptRecordError, DatasetNotFoundError, RLDSError
 from rlds_loader.tfds import array_record_io, tfrecord
 from rlds_loader.tfds.dataset_info import DatasetInfo, read_dataset_info
 from rlds_loader.tfds.example_proto import parse_example
 from rlds_loader.tfds.splits import SplitRange, parse_split
-from rlds_loader.tfds.storage import filesystem, protocol_prefix
+from rlds_loader.tfds.storage import SequentialReader, filesystem, protocol_prefix, read_file
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
@@ -162,12 +162,14 @@ class RLDSDataset:
         from rlds_loader.tfds import features as features_lib
 
         try:
-            obj: Any = json.loads(self.fs.cat_file(f"{self._dir}/features.json"))
+            obj: Any = json.loads(read_file(self.fs, f"{self._dir}/features.json"))
         except FileNotFoundError:
             obj = self.info.raw.get("features")
             if obj is None:
                 raise DatasetNotFoundError(f"{self.path}: no features.json (and no features in "
                                            "dataset_info.json)") from None
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or absurdly nested
+            raise RLDSError(f"{self.path}/features.json is not valid JSON: {e}") from None
         return features_lib.from_json(obj, label_names=self._label_names)
 
     def _label_names(self, feature: str) -> list[str] | None:
@@ -176,10 +178,13 @@ class RLDSDataset:
         from rlds_loader.tfds.features import labels_file_name, parse_labels_file
 
         try:
-            text = self.fs.cat_file(f"{self._dir}/{labels_file_name(feature)}")
+            text = read_file(self.fs, f"{self._dir}/{labels_file_name(feature)}")
         except FileNotFoundError:
             return None
-        return parse_labels_file(text.decode("utf-8"))
+        try:
+            return parse_labels_file(text.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise RLDSError(f"{self.path}/{labels_file_name(feature)} is not UTF-8 text: {e}") from None
 
     def split_size(self, split: str) -> int:
         return self.info.split(split).num_examples
@@ -319,27 +324,27 @@ class RLDSDataset:
 def _walk_headers(fs: fsspec.AbstractFileSystem, path: str) -> list[tuple[int, int]]:
     """[(offset, data length)] of each record of a TFRecord file, reading only the 12-byte headers
     (uint64 length + uint32 masked CRC of it; see tfrecord.py)."""
-    size = fs.size(path)
+    f = SequentialReader(fs, path, block_size=4 << 20)  # block reads, retried on transient errors
+    size = f.size
     out = []
     offset = 0
-    with fs.open(path, "rb") as f:
-        while offset < size:
-            f.seek(offset)
-            header = f.read(tfrecord.HEADER)
-            if len(header) < tfrecord.HEADER:
-                raise CorruptRecordError(f"{path}: truncated record header at byte offset {offset}",
-                                         path, offset)
-            length, crc = struct.unpack("<QI", header)
-            if tfrecord.masked_crc(header[:8]) != crc:
-                raise CorruptRecordError(f"{path}: record length CRC mismatch at byte offset {offset}",
-                                         path, offset)
-            end = offset + tfrecord.HEADER + length + tfrecord.FOOTER
-            if end > size:
-                raise CorruptRecordError(
-                    f"{path}: truncated record at byte offset {offset} (expected {length} data bytes, "
-                    f"the file ends at {size})", path, offset)
-            out.append((offset, length))
-            offset = end
+    while offset < size:
+        f.seek(offset)
+        header = f.read(tfrecord.HEADER)
+        if len(header) < tfrecord.HEADER:
+            raise CorruptRecordError(f"{path}: truncated record header at byte offset {offset}",
+                                     path, offset)
+        length, crc = struct.unpack("<QI", header)
+        if tfrecord.masked_crc(header[:8]) != crc:
+            raise CorruptRecordError(f"{path}: record length CRC mismatch at byte offset {offset}",
+                                     path, offset)
+        end = offset + tfrecord.HEADER + length + tfrecord.FOOTER
+        if end > size:
+            raise CorruptRecordError(
+                f"{path}: truncated record at byte offset {offset} (expected {length} data bytes, "
+                f"the file ends at {size})", path, offset)
+        out.append((offset, length))
+        offset = end
     return out
 
 

@@ -3,16 +3,26 @@
 Local paths, `gs://`, `s3://`, `memory://` and any other fsspec protocol work the same way. Reads are
 positional (offset, length) so that a single record or a part of one can be fetched without reading the
 file; file systems are cached per protocol and options by fsspec itself.
+
+Every read here goes through the retry policy of `retry.py`: transient failures (dropped connections,
+timeouts, HTTP 5xx, throttling) are tried again with bounded, jittered exponential backoff, and a read that
+keeps failing ends in a `StorageReadError` naming the object URL and the byte range. No read allocates more
+than the file holds, whatever length it is asked for (lengths can come from corrupt record headers).
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import time
 import uuid
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from rlds_loader.tfds import retry
+
+MAX_READ_CHUNK = 64 << 20  # a longer range is read in chunks of this size, clamped to the file's size
 
 
 def filesystem(url: str, **storage_options) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -32,9 +42,134 @@ def protocol_prefix(fs: fsspec.AbstractFileSystem) -> str:
     return "" if proto in ("file", "local") else f"{proto}://"
 
 
+def object_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URL of `path` on `fs` (a plain path for local files), for messages."""
+    return f"{protocol_prefix(fs)}{path}"
+
+
 def read_range(fs: fsspec.AbstractFileSystem, path: str, offset: int, length: int) -> bytes:
-    """Exactly `length` bytes of `path` from `offset` (fewer only at the end of the file)."""
-    return fs.cat_file(path, start=offset, end=offset + length)
+    """Exactly `length` bytes of `path` from `offset` (fewer only at the end of the file), with retries.
+
+    A range longer than MAX_READ_CHUNK is first clamped to the file's size, then read chunk by chunk: a bogus
+    length never turns into a huge allocation.
+    """
+    offset, length = int(offset), int(length)
+    if length <= 0:
+        return b""
+    policy, url = retry.get_policy(), object_url(fs, path)
+    if length <= MAX_READ_CHUNK:
+        return policy.call(lambda: fs.cat_file(path, start=offset, end=offset + length),
+                           url=url, start=offset, end=offset + length)
+    end = min(offset + length, file_size(fs, path))
+    parts = []
+    for lo in range(offset, end, MAX_READ_CHUNK):
+        hi = min(lo + MAX_READ_CHUNK, end)
+        chunk = policy.call(lambda lo=lo, hi=hi: fs.cat_file(path, start=lo, end=hi),
+                            url=url, start=lo, end=hi)
+        parts.append(chunk)
+        if len(chunk) < hi - lo:  # the file is shorter than it was
+            break
+    return b"".join(parts)
+
+
+def read_ranges(fs: fsspec.AbstractFileSystem, paths: list[str], starts: list[int],
+                ends: list[int]) -> list[bytes]:
+    """The bytes [starts[i], ends[i]) of paths[i] for every i, fetched together with `fs.cat_ranges`
+    (concurrent requests on object stores). Ranges that fail transiently are fetched again, together, under
+    the retry policy; a permanent error (e.g. FileNotFoundError) is raised as is."""
+    paths, starts, ends = list(paths), [int(s) for s in starts], [int(e) for e in ends]
+    out: list[bytes] = [b""] * len(paths)
+    policy = retry.get_policy()
+    pending = list(range(len(paths)))
+    t0 = time.monotonic()
+    attempt = 0
+    while pending:
+        attempt += 1
+        try:
+            got = fs.cat_ranges([paths[i] for i in pending], [starts[i] for i in pending],
+                                [ends[i] for i in pending], on_error="return")
+        except Exception as e:  # the whole call failed (e.g. the event loop's connection pool)
+            got = [e] * len(pending)
+        failed = []
+        for i, data in zip(pending, got, strict=True):
+            if isinstance(data, BaseException):
+                if not retry.is_transient(data):
+                    raise data
+                failed.append((i, data))
+            else:
+                out[i] = data
+        if failed:
+            i, error = failed[0]
+            policy.backoff(attempt, t0, error, url=object_url(fs, paths[i]), start=starts[i], end=ends[i])
+        pending = [i for i, _ in failed]
+    return out
+
+
+def read_file(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """A whole (small) file, with retries; FileNotFoundError when it does not exist."""
+    return retry.get_policy().call(lambda: fs.cat_file(path), url=object_url(fs, path))
+
+
+def file_size(fs: fsspec.AbstractFileSystem, path: str) -> int:
+    """The file's size in bytes, with retries."""
+    return int(retry.get_policy().call(lambda: fs.size(path), url=object_url(fs, path)))
+
+
+class SequentialReader:
+    """Read a file front to back, `read(n)` at a time, in blocks of `block_size` bytes fetched by
+    `read_range` (so retried). The file's size is looked up once: `read(n)` returns at most the bytes left
+    (fewer than n only at the end), so a length field can never make it allocate more than the file holds.
+    Local files are read through one open file instead (no retries needed, one copy less)."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, block_size: int = 8 << 20):
+        self.fs, self.path, self.block_size = fs, path, max(1, int(block_size))
+        self.size = file_size(fs, path)
+        self.pos = 0  # offset of the next byte read() returns
+        self._buf, self._buf_start = b"", 0
+        # local: the OS reads ahead; the small default buffer serves headers, longer reads bypass it
+        self._file = open(path, "rb") if protocol_prefix(fs) == "" else None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> SequentialReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def seek(self, pos: int) -> None:
+        """Continue reading at byte `pos` (the buffered block is kept if it holds `pos`)."""
+        self.pos = max(0, min(int(pos), self.size))
+
+    def read(self, n: int) -> bytes:
+        n = max(0, min(int(n), self.size - self.pos))
+        if self._file is not None:
+            if self._file.tell() != self.pos:
+                self._file.seek(self.pos)
+            data = self._file.read(n)
+            self.pos += len(data)
+            return data
+        parts = []
+        while n > 0:
+            off = self.pos - self._buf_start
+            if not 0 <= off < len(self._buf):
+                if n >= self.block_size:  # a big read: fetch it directly, no copy through the buffer
+                    data = read_range(self.fs, self.path, self.pos, n)
+                    self._buf, self._buf_start = b"", self.pos + len(data)
+                else:
+                    want = min(self.block_size, self.size - self.pos)
+                    self._buf, self._buf_start = read_range(self.fs, self.path, self.pos, want), self.pos
+                    data = self._buf[:n]
+                if not data:  # the file shrank since its size was read
+                    break
+            else:
+                data = self._buf[off:off + n]
+            parts.append(data)
+            self.pos += len(data)
+            n -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rlds_loader.errors import UnknownFeatureTypeError
+from rlds_loader.errors import RLDSError, UnknownFeatureTypeError
 from rlds_loader.tfds.features.base import FeatureConnector, Leaf
 from rlds_loader.tfds.features.class_label import ClassLabel, labels_file_name, parse_labels_file
 from rlds_loader.tfds.features.dataset import Dataset
@@ -56,9 +56,15 @@ def from_json(obj: dict, label_names: LabelNames | None = None) -> FeatureConnec
     The class is chosen by the last part of `pythonClassName` ("...features_dict.FeaturesDict"), so forks
     and moved modules work. `label_names(path)` gives a ClassLabel's names from its labels file (path like
     "steps/label", file name from `labels_file_name`), or None. The legacy {"type", "content"} format of
-    old TFDS versions is read too.
+    old TFDS versions is read too. Any malformed entry is an UnknownFeatureTypeError.
     """
-    return _from_json(obj, (), label_names)
+    try:
+        return _from_json(obj, (), label_names)
+    except RLDSError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as e:
+        # malformed content (a non-numeric shape, a list where an object belongs, absurd nesting, ...)
+        raise UnknownFeatureTypeError(f"features.json is malformed: {type(e).__name__}: {e}") from None
 
 
 def _from_json(obj: Any, parts: tuple[str, ...], label_names: LabelNames | None) -> FeatureConnector:
