@@ -24,6 +24,8 @@ _EXPORTS = {
     "StateError": "rlds_loader.errors",
     "UnknownFeatureTypeError": "rlds_loader.errors",
     "SkipResumeLoader": "rlds_loader.skip_resume",
+    "StorageReadError": "rlds_loader.tfds.retry",
+    "CorruptDataWarning": "rlds_loader.corrupt",
 }
 # Submodules reachable as attributes (`rl.jax`, `rl.torch`, `rl.mixtures`) without importing them eagerly.
 _SUBMODULES = {"jax", "torch", "mixtures", "sampling", "tfds"}
