@@ -116,18 +116,34 @@ def file_size(fs: fsspec.AbstractFileSystem, path: str) -> int:
 
 
 class SequentialReader:
-    """Read a file front to back, `read(n)` at a time, in blocks of `block_size` bytes fetched by
-    `read_range` (so retried). The file's size is looked up once: `read(n)` returns at most the bytes left
-    (fewer than n only at the end), so a length field can never make it allocate more than the file holds.
-    Local files are read through one open file instead (no retries needed, one copy less)."""
+    """Read a file front to back, `read(n)` at a time; every fetch is retried under the retry policy (one
+    that keeps failing ends in a StorageReadError naming the object and the byte range).
+
+    The file's size is looked up once: `read(n)` returns at most the bytes left (fewer than n only at the
+    end, or when the file shrank since: the caller sees the truncation), so a length field can never make
+    it allocate more than the file holds.
+
+    Copies are what a scan costs (records are MBs, usually in the page cache), so there are as few as can be:
+    short reads (headers, small records) are served from a buffered block; a long read is fetched directly,
+    in one read of exactly the bytes it still needs, never through the block.
+    Object stores: blocks of `block_size` bytes via `read_range`, and no byte is fetched twice: the buffered
+    head of a read that runs past the block is joined (from a memoryview, one copy) to the rest.
+    Local files: `os.pread` on one open file (the OS reads ahead) and a small block; a long read re-reads
+    its buffered head from the page cache instead of joining, so its bytes are copied once.
+    """
+
+    LOCAL_BLOCK = 64 << 10  # the block for local files: headers and small records
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, block_size: int = 8 << 20):
         self.fs, self.path, self.block_size = fs, path, max(1, int(block_size))
+        self.url = object_url(fs, path)
         self.size = file_size(fs, path)
         self.pos = 0  # offset of the next byte read() returns
         self._buf, self._buf_start = b"", 0
-        # local: the OS reads ahead; the small default buffer serves headers, longer reads bypass it
-        self._file = open(path, "rb") if protocol_prefix(fs) == "" else None
+        self._file = None
+        if protocol_prefix(fs) == "":
+            self._file = retry.get_policy().call(lambda: open(path, "rb", buffering=0), url=self.url)
+            self.block_size = min(self.block_size, self.LOCAL_BLOCK)
 
     def close(self) -> None:
         if self._file is not None:
@@ -145,31 +161,40 @@ class SequentialReader:
 
     def read(self, n: int) -> bytes:
         n = max(0, min(int(n), self.size - self.pos))
-        if self._file is not None:
-            if self._file.tell() != self.pos:
-                self._file.seek(self.pos)
-            data = self._file.read(n)
-            self.pos += len(data)
-            return data
-        parts = []
-        while n > 0:
-            off = self.pos - self._buf_start
-            if not 0 <= off < len(self._buf):
-                if n >= self.block_size:  # a big read: fetch it directly, no copy through the buffer
-                    data = read_range(self.fs, self.path, self.pos, n)
-                    self._buf, self._buf_start = b"", self.pos + len(data)
-                else:
-                    want = min(self.block_size, self.size - self.pos)
-                    self._buf, self._buf_start = read_range(self.fs, self.path, self.pos, want), self.pos
-                    data = self._buf[:n]
-                if not data:  # the file shrank since its size was read
-                    break
+        off = self.pos - self._buf_start
+        avail = len(self._buf) - off if 0 <= off < len(self._buf) else 0
+        if n <= avail:
+            data = self._buf if n == len(self._buf) else self._buf[off:off + n]
+        elif self._file is not None or not avail:  # local, or nothing buffered: read from pos
+            if n >= self.block_size:
+                data = self._fetch(self.pos, n)
             else:
-                data = self._buf[off:off + n]
-            parts.append(data)
-            self.pos += len(data)
-            n -= len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+                self._fill(self.pos)
+                data = self._buf[:n]
+        else:  # object store, the block holds the head: fetch only the rest
+            head, start, need = memoryview(self._buf)[off:], self.pos + avail, n - avail
+            if need >= self.block_size:
+                data = b"".join((head, self._fetch(start, need)))
+            else:
+                self._fill(start)
+                data = b"".join((head, memoryview(self._buf)[:need]))
+        self.pos += len(data)
+        return data
+
+    def _fill(self, start: int) -> None:
+        """Buffer the block that starts at `start`."""
+        self._buf, self._buf_start = self._fetch(start, min(self.block_size, self.size - start)), start
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length) of the file (fewer only if it ends first), with retries."""
+        if self._file is None:
+            return read_range(self.fs, self.path, offset, length)
+        fd = self._file.fileno()
+        data = retry.get_policy().call(lambda: os.pread(fd, length, offset), url=self.url, start=offset,
+                                       end=offset + length)
+        if 0 < len(data) < length:  # a short read before the end (e.g. over 2 GB at once): read on
+            data += self._fetch(offset + len(data), length - len(data))
+        return data
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
