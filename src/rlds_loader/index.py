@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlds_loader import corrupt, npz_mmap
+from rlds_loader import cache, corrupt, npz_mmap
 from rlds_loader.config import short_hash
 from rlds_loader.errors import CorruptRecordError
 from rlds_loader.step_layout import ARRAYS as LAYOUT_ARRAYS
@@ -56,28 +56,12 @@ class EpisodeTable:
         return len(self.shard)
 
 
-def default_cache_dir() -> str:
-    base = os.environ.get("RLDS_LOADER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rlds_loader")
-    return base
-
-
 def shard_fingerprint(ds, split: str) -> str:
     """Hash of the split's shard names and sizes (and the index format): changes when the data changes."""
     entries = []
     for path in ds.shard_paths(split):
         entries.append([os.path.basename(path.rstrip("/")), int(ds.fs.size(path))])
     return short_hash({"format": INDEX_FORMAT, "split": split, "shards": entries}, 16)
-
-
-def _cache_locations(ds, split: str, fingerprint: str, cache_dir: str | None,
-                     mode: str = "") -> list[tuple[object, str]]:
-    name = f"index-{split}-{fingerprint}{mode}.npz"
-    beside = (ds.fs, storage.join(ds.path, ".rlds_loader", name))
-    local_root = cache_dir or default_cache_dir()
-    local_fs, _ = storage.filesystem(local_root)
-    local = (local_fs, os.path.join(local_root, "index", short_hash(ds.path, 16), name))
-    return [beside, local]
 
 
 def _scan_shard(ds, split: str, shard: int, spec: LayoutSpec | None = None, on_corrupt: str = "raise",
@@ -151,7 +135,7 @@ def build_episode_table(ds, split: str, *, cache_dir: str | None = None, num_thr
     corrupt.check_policy(on_corrupt)
     fingerprint = shard_fingerprint(ds, split)
     mode = ("-skip" if on_corrupt == "skip" else "") + ("-images" if verify_images else "")
-    locations = _cache_locations(ds, split, fingerprint, cache_dir, mode)
+    locations = cache.locations(ds, f"index-{split}-{fingerprint}{mode}.npz", cache_dir)
     for fs, path in locations:
         try:
             cached = _load_cache(fs, path, split, fingerprint)

@@ -40,7 +40,3 @@ def resolve_many(keys: Sequence[str], leaves: Sequence[str], prefixes: Sequence[
     for key in keys:
         out.extend(resolve(key, leaves, prefixes, role=role, dataset=dataset))
     return out
-
-
-def is_step_path(path: str) -> bool:
-    return path.startswith("steps/")
