@@ -5,16 +5,17 @@ Two entry points:
 - ``decode_resize``: the camera path. Any JPEG/PNG (gray, gray+alpha, RGB, RGBA, palette, 8 or 16 bit)
   -> uint8 RGB ``[h, w, 3]``. JPEGs go through libjpeg-turbo (``simplejpeg``), decoding directly at a
   reduced scale (DCT scaling) when the target is at most half the source in both dimensions, then
-  Pillow resizes to the exact size.
+  OpenCV's bit-exact bilinear resize (below 2x reduction) or Pillow's antialiasing BILINEAR (beyond).
 - ``decode_resize_any``: every other image feature (depth maps, masks, ...). Keeps the stored dtype and
-  channel count: ``[h, w, C]`` of uint8 or uint16.
+  channel count: ``[h, w, C]`` of uint8 or uint16, decoded by the feature codec
+  (``tfds.features.image_codec.decode_native``, the same decoder the reader uses), resized like ``resize``.
 
-Resizing is a "stretch" to ``size = (height, width)`` (the aspect ratio is not kept) with Pillow's
-BILINEAR filter, whose support widens with the downscale factor, so it antialiases on downscale.
+``resize`` and the "pad" mode stretch or fit with Pillow's BILINEAR filter (antialiasing on downscale), the
+filter openpi's ``resize_with_pad`` is defined by.
 
-Both are deterministic (the same bytes give the same pixels: libjpeg-turbo's accurate integer IDCT and
-Pillow's resampling are single-threaded, exact integer or fixed-order float code), and both release the
-GIL in their heavy parts, so decoding scales with threads.
+Everything is deterministic (the same bytes give the same pixels: libjpeg-turbo's integer IDCT, OpenCV's
+fixed-point INTER_LINEAR_EXACT and Pillow's resampling do not depend on threads or CPU features), and the
+heavy parts release the GIL, so decoding scales with threads.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import simplejpeg
 from PIL import Image
 
 from rlds_loader.errors import CorruptRecordError
+from rlds_loader.tfds.features.image_codec import decode_native
 
 __all__ = [
     "decode_resize",
@@ -123,15 +125,8 @@ def decode_resize_any(
     ``decode_resize``.
     """
     target = None if size is None else _check_size(size)
-    kind = image_format(data) or _normalize_fmt(fmt)
-    image = None
-    if kind == "jpeg":
-        image = _decode_jpeg_native(data, target)
-    if image is None:
-        image = _decode_png16(data) if kind == "png" else None
-    if image is None:
-        with _open(data) as im:
-            image = _native_array(im)
+    scaling = _jpeg_scaling(data, target) if image_format(data) == "jpeg" else None
+    image = decode_native(data, **(scaling[0] if scaling else {}))
     if target is not None:
         image = resize(image, target)
     return _deliver(image, out)
@@ -299,18 +294,6 @@ def _decode_jpeg_rgb(
     return _resize_rgb8(rgb, target, out)
 
 
-def _decode_jpeg_native(data: bytes, target: tuple[int, int] | None) -> np.ndarray | None:
-    """JPEG -> uint8 [H, W, 1] (gray) or [H, W, 3], DCT-scaled when allowed; None to let Pillow try."""
-    scaling = _jpeg_scaling(data, target)
-    if scaling is None or scaling[2] in _NON_RGB_JPEG:
-        return None
-    kwargs, _, colorspace = scaling
-    try:
-        return simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB", **kwargs)
-    except ValueError:
-        return None
-
-
 # --- everything else through Pillow ------------------------------------------------------------------
 
 
@@ -336,59 +319,6 @@ def _to_rgb_image(im: Image.Image) -> Image.Image:
     # RGBA -> RGB drops alpha; P uses its palette; L, LA and 1 repeat the gray value (LA drops alpha).
     return im.convert("RGB")
 
-
-def _native_array(im: Image.Image) -> np.ndarray:
-    """Pillow image -> [H, W, C] array in its natural dtype (see decode_resize_any for the mapping)."""
-    mode = im.mode
-    if mode == "1":
-        im = im.convert("L")
-    elif mode in ("P", "PA"):
-        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-        im = im.convert("RGB")
-    elif mode in ("La", "RGBa"):
-        im = im.convert(mode.upper())
-    arr = np.asarray(im)
-    if im.mode.startswith("I;16"):
-        arr = arr.astype(np.uint16)  # native byte order for I;16B
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-# 16-bit PNG color types Pillow would truncate to 8 bits: 2 = RGB, 4 = gray+alpha, 6 = RGBA.
-_PNG16_COLOR_TYPES = (2, 4, 6)
-
-
-def _decode_png16(data: bytes) -> np.ndarray | None:
-    """16-bit RGB / gray+alpha / RGBA PNG -> uint16 [H, W, C] with all 16 bits; None for any other PNG.
-
-    Pillow unfilters the rows in C; only its last unpacking step keeps one byte per channel. Swapping the
-    raw mode of the decoding tile (same bits per pixel, so the same unfiltering) recovers the other byte:
-    RGB/RGBA decode twice, once keeping the high byte (";16B") and once the low byte (";16L"); gray+alpha
-    (4 bytes per pixel) decodes once as 8-bit RGBA, which copies its 4 bytes as they are.
-    """
-    if len(data) < 33 or data[12:16] != b"IHDR" or data[24] != 16 or data[25] not in _PNG16_COLOR_TYPES:
-        return None
-    color_type = data[25]
-    if color_type == 4:
-        raw = _png_load_as(data, "RGBA")
-        return (raw[:, :, 0::2].astype(np.uint16) << 8) | raw[:, :, 1::2]
-    base = "RGB" if color_type == 2 else "RGBA"
-    high = _png_load_as(data, f"{base};16B")
-    low = _png_load_as(data, f"{base};16L")
-    return (high.astype(np.uint16) << 8) | low
-
-
-def _png_load_as(data: bytes, rawmode: str) -> np.ndarray:
-    """Decode a PNG with Pillow, unpacking its rows with ``rawmode`` instead of Pillow's choice."""
-    try:
-        im = Image.open(io.BytesIO(data))
-        if len(im.tile) != 1 or im.mode != rawmode.split(";")[0]:
-            raise ValueError(f"unexpected PNG layout (mode {im.mode}, {len(im.tile)} tiles)")
-        im.tile = [im.tile[0]._replace(args=rawmode)]
-        im.load()
-    except Exception as e:
-        raise CorruptRecordError(f"cannot decode 16-bit PNG ({len(data)} bytes): {e}") from e
-    return np.asarray(im)
 
 
 # --- small helpers -----------------------------------------------------------------------------------

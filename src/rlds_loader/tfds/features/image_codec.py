@@ -60,19 +60,26 @@ def decode_image(
         raise ValueError(f"images decode to uint8 or uint16, not {dtype}")
     if channels is not None and channels not in (1, 2, 3, 4):
         raise ValueError(f"channels must be 1, 2, 3, 4 or None, not {channels}")
+    jpeg_channels = channels if channels in (1, 3) else None
+    img = decode_native(data, min_height=min_height, min_width=min_width, jpeg_channels=jpeg_channels)
+    img = _convert_channels(img, channels)
+    return _convert_dtype(img, dtype)
+
+
+def decode_native(data: bytes, *, min_height: int | None = None, min_width: int | None = None,
+                  jpeg_channels: int | None = None) -> np.ndarray:
+    """Encoded image -> [H, W, C] in its stored dtype (uint8, or uint16 for 16-bit PNGs, all 16 bits kept)
+    and channel count (1, 2, 3 or 4; palettes become RGB or RGBA, 1-bit gray becomes uint8 0..255)."""
     data = bytes(data)
     fmt = image_format(data)
     try:
         if fmt == "jpeg":
-            img = _decode_jpeg(data, channels, min_height, min_width)
-        elif fmt == "png" and _png16.is_16bit_color(data):
-            img = _png16.decode(data)
-        else:
-            img = _decode_pillow(data)
+            return _decode_jpeg(data, jpeg_channels, min_height, min_width)
+        if fmt == "png" and _png16.is_16bit_color(data):
+            return _png16.decode(data)
+        return _decode_pillow(data)
     except (OSError, ValueError, RuntimeError) as e:
         raise CorruptRecordError(f"cannot decode {fmt} image of {len(data)} bytes: {e}") from e
-    img = _convert_channels(img, channels)
-    return _convert_dtype(img, dtype)
 
 
 def _decode_jpeg(data: bytes, channels: int | None, min_height: int | None, min_width: int | None) -> np.ndarray:
