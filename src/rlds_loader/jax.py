@@ -34,7 +34,7 @@ from rlds_loader.config import LoaderConfig
 from rlds_loader.errors import ConfigError, StateError
 from rlds_loader.loader import DataLoader
 from rlds_loader.loader import create_data_loader as _create_numpy_loader
-from rlds_loader.state import position_disagreement
+from rlds_loader.state import load_and_agree, position_disagreement
 
 __all__ = ["JaxDataLoader", "check_positions_agree", "create_data_loader", "data_sharding",
            "make_global_batch", "without_strings"]
@@ -152,10 +152,10 @@ def _gather(vector: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(vector))
 
 
-def _disagreement(rows: np.ndarray, source: str) -> str | None:
-    """What differs from process 0 in the gathered [failed, hi, lo, fp_a, fp_b] rows; None if nothing."""
-    decoded = [("see its error" if r[0] else None, (int(r[1]) << 31) | int(r[2]), tuple(r[3:])) for r in rows]
-    return position_disagreement(decoded, source)
+def _exchange(error: str | None, batches_seen: int, fingerprint: str) -> list[tuple]:
+    """Every process's (error, batches_seen, fingerprint), gathered as fixed-size integer rows."""
+    rows = _gather(_encode(batches_seen, fingerprint, failed=error is not None))
+    return [("see its error" if r[0] else None, (int(r[1]) << 31) | int(r[2]), tuple(r[3:])) for r in rows]
 
 
 def check_positions_agree(loader: DataLoader, source: str = "data loader state") -> None:
@@ -163,29 +163,13 @@ def check_positions_agree(loader: DataLoader, source: str = "data loader state")
 
     A single process has nothing to compare and returns at once.
     """
-    rows = _gather(_encode(loader.batches_seen, loader.state_dict()["fingerprint"], failed=False))
-    problem = _disagreement(rows, source)
+    problem = position_disagreement(_exchange(None, loader.batches_seen, loader.state_dict()["fingerprint"]), source)
     if problem:
         raise StateError(problem)
 
 
 def _load_everywhere(loader: DataLoader, load: Callable[[], Any], source: str) -> int:
-    """Run `load` on this process, then agree across processes; on any failure every process raises and
-    every loader keeps its previous position."""
-    before = loader.state_dict()
-    error: BaseException | None = None
-    try:
-        load()
-    except Exception as e:  # reported to the other processes before re-raising, so none of them hangs
-        error = e
-    rows = _gather(_encode(loader.batches_seen, before["fingerprint"], failed=error is not None))
-    problem = _disagreement(rows, source)
-    if error is not None or problem:
-        loader.load_state_dict(before)
-        if error is not None:
-            raise error
-        raise StateError(problem)
-    return loader.batches_seen
+    return load_and_agree(loader, load, _exchange, source)
 
 
 class JaxDataLoader:

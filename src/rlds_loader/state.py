@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rlds_loader.errors import StateError
@@ -138,3 +138,25 @@ def position_disagreement(rows: Sequence[tuple[str | None, int, Any]], source: s
         return (f"{source}: the loader configuration of {who}({plural[len(who):]}) {bad} differs from {who} 0's "
                 f"(config fingerprints differ); every {who} must build the same loader")
     return None
+
+
+def load_and_agree(loader: Any, load: Callable[[], Any], exchange: Callable[[str | None, int, str], Sequence],
+                   source: str, who: str = "process") -> int:
+    """Run `load` on this process, then agree across processes: `exchange(error, batches_seen, fingerprint)`
+    gathers every process's (error or None, batches_seen, fingerprint). On any failure or disagreement every
+    process raises and its loader keeps its previous position; the error is exchanged before re-raising, so
+    no process is left waiting in the collective."""
+    before = loader.state_dict()
+    error: BaseException | None = None
+    try:
+        load()
+    except Exception as e:
+        error = e
+    rows = exchange(str(error) if error else None, loader.batches_seen, before["fingerprint"])
+    problem = position_disagreement(rows, source, who)
+    if error is not None or problem:
+        loader.load_state_dict(before)
+        if error is not None:
+            raise error
+        raise StateError(problem)
+    return loader.batches_seen

@@ -36,7 +36,7 @@ from rlds_loader.config import LoaderConfig
 from rlds_loader.errors import ConfigError, StateError
 from rlds_loader.loader import DataLoader
 from rlds_loader.loader import create_data_loader as _create_numpy_loader
-from rlds_loader.state import position_disagreement
+from rlds_loader.state import load_and_agree, position_disagreement
 
 __all__ = ["RLDSIterableDataset", "check_positions_agree", "create_dataset", "distributed_rank", "to_torch"]
 
@@ -76,35 +76,16 @@ def _gather(item: tuple) -> list[tuple]:
     return out
 
 
-def _disagreement(items: list[tuple], source: str) -> str | None:
-    """What differs from rank 0 among gathered (error, batches_seen, fingerprint); None if nothing."""
-    return position_disagreement(items, source, who="rank")
-
-
 def check_positions_agree(loader: DataLoader, source: str = "data loader state") -> None:
     """Collective: raise StateError on every rank unless all loaders are at rank 0's position."""
-    problem = _disagreement(_gather((None, loader.batches_seen, loader.state_dict()["fingerprint"])), source)
+    mine = (None, loader.batches_seen, loader.state_dict()["fingerprint"])
+    problem = position_disagreement(_gather(mine), source, who="rank")
     if problem:
         raise StateError(problem)
 
 
 def _load_everywhere(loader: DataLoader, load: Callable[[], Any], source: str) -> int:
-    """Run `load` on this rank, then agree across ranks; on any failure every rank raises and keeps its
-    previous position."""
-    before = loader.state_dict()
-    error: BaseException | None = None
-    try:
-        load()
-    except Exception as e:  # reported to the other ranks before re-raising, so none of them hangs
-        error = e
-    mine = (str(error) if error else None, loader.batches_seen, before["fingerprint"])
-    problem = _disagreement(_gather(mine), source)
-    if error is not None or problem:
-        loader.load_state_dict(before)
-        if error is not None:
-            raise error
-        raise StateError(problem)
-    return loader.batches_seen
+    return load_and_agree(loader, load, lambda *mine: _gather(mine), source, who="rank")
 
 
 class RLDSIterableDataset(IterableDataset):
