@@ -2,15 +2,17 @@
 
 `StreamPlan` is the pure part: it maps global sample positions to (dataset, frame) with the sampling
 layer, then frames to (episode, step) with each dataset's FrameIndex. `BatchBuilder` reads and transforms
-the rows of one chunk into preallocated arrays. `build_iter_dataset` lays both on a Grain `MapDataset` of
-chunk numbers (a chunk is a slice of one host's rows of one global batch), maps chunks on Grain's thread
-pool and concatenates them into host batches. Because every chunk is a pure function of its number, the
-number of threads, prefetch depth and where the stream starts never change a batch's content.
+the rows of one batch into preallocated arrays, slices of rows on a thread pool. `build_iter_dataset`
+lays both on a Grain `MapDataset` of batch numbers with Grain's prefetch (threads or worker processes).
+Because every row is a pure function of its position, the number of threads, processes, prefetch depth and
+where the stream starts never change a batch's content.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +142,9 @@ class BatchBuilder:
         h, w = s.image_size
         win = (s.window_size,) if s.window_size > 1 else ()
         out = {
-            "image": {c: np.zeros((n, *win, h, w, 3), np.uint8) for c in s.cameras},
+            # Uninitialised: _fill_row writes every pixel of a row (a camera not shown gets zeros). Large
+            # fresh zeroed arrays cost a page fault per 4 KB on first write; reused heap memory does not.
+            "image": {c: np.empty((n, *win, h, w, 3), np.uint8) for c in s.cameras},
             "image_mask": {c: np.zeros(n, bool) for c in s.cameras},
             "state": np.zeros((n, *win, s.state_dim), np.float32),
             "actions": np.zeros((n, s.action_horizon, s.action_dim), np.float32),
@@ -154,31 +158,52 @@ class BatchBuilder:
         if s.window_size > 1:
             out["timestep_is_pad"] = np.zeros((n, s.window_size), bool)
         if s.goal:
-            out["goal_image"] = {c: np.zeros((n, h, w, 3), np.uint8) for c in s.cameras}
+            out["goal_image"] = {c: np.empty((n, h, w, 3), np.uint8) for c in s.cameras}
             out["goal_state"] = np.zeros((n, s.state_dim), np.float32)
         if s.pad_dims:
             out["state_dim_is_pad"] = np.zeros((n, s.state_dim), bool)
             out["action_dim_is_pad"] = np.zeros((n, s.action_dim), bool)
         return out
 
-    def build(self, positions: np.ndarray) -> dict:
+    def build(self, positions: np.ndarray, executor: Executor | None = None, chunk: int = 16) -> dict:
+        """The rows at `positions`, filled in place into one preallocated batch.
+
+        With an `executor`, slices of `chunk` rows are read and decoded on its threads (image decoding
+        releases the GIL); each thread writes only its own rows, so the result does not depend on it.
+        """
         positions = np.asarray(positions, np.int64)
-        d, episode, step = self.locate(positions)
-        out = self.allocate(len(positions))
+        n = len(positions)
+        out = self.allocate(n)
+        where = self.locate(positions)
+        spans = [(a, min(a + max(1, chunk), n)) for a in range(0, n, max(1, chunk))]
+        if executor is None or len(spans) <= 1:
+            for a, b in spans:
+                self._build_rows(out, positions, where, a, b)
+            return out
+        futures = [executor.submit(self._build_rows, out, positions, where, a, b) for a, b in spans]
+        wait(futures)  # every thread done with `out` before anything (result or error) leaves
+        for f in futures:
+            f.result()
+        return out
+
+    def _build_rows(self, out: dict, positions: np.ndarray, where: tuple[np.ndarray, ...], a: int, b: int) -> None:
+        """Rows a..b of `out` from positions[a:b] located at `where` (dataset, episode, step arrays): one read
+        per dataset, every range in flight together."""
+        pos = positions[a:b]
+        d, episode, step = (x[a:b] for x in where)
         plans = [self._plan_row(int(k), self.datasets[int(d[r])], int(episode[r]), int(step[r]))
-                 for r, k in enumerate(positions.tolist())]
+                 for r, k in enumerate(pos.tolist())]
         values: list[list[Any]] = [[] for _ in plans]
-        for i in np.unique(d).tolist():  # one read per dataset: every range of the chunk in flight together
+        for i in np.unique(d).tolist():
             rows = np.flatnonzero(d == i).tolist()
             fetched = self.datasets[i].source.fetch_many([(int(episode[r]), plans[r].requests) for r in rows])
             for r, v in zip(rows, fetched, strict=True):
                 values[r] = v
-        for r, k in enumerate(positions.tolist()):
-            self._fill_row(out, r, int(k), self.datasets[int(d[r])], plans[r], values[r])
-        out["dataset_index"][:] = d
-        out["episode_index"][:] = episode
-        out["step_index"][:] = step
-        return out
+        for r, k in enumerate(pos.tolist()):
+            self._fill_row(out, a + r, int(k), self.datasets[int(d[r])], plans[r], values[r])
+        out["dataset_index"][a:b] = d
+        out["episode_index"][a:b] = episode
+        out["step_index"][a:b] = step
 
     def _plan_row(self, k: int, ds: DatasetRuntime, e: int, t: int) -> _RowPlan:
         """The random choices of position k and the step ranges its row needs: pure."""
@@ -186,7 +211,9 @@ class BatchBuilder:
         T = int(ds.frames.num_steps[e])
         W, H = s.window_size, s.action_horizon
         lo = max(0, t - W + 1)
-        rng = augment.rng_for(s.seed, k, "sample")
+        random = (s.goal or s.dropout or len(keys.language) > 1
+                  or any(ps is not None and len(ps) > 1 for ps in keys.images.values()))
+        rng = augment.rng_for(s.seed, k, "sample") if random else None  # a Generator costs ~15 us: only if used
         # Random choices, always drawn in this order so a position gets the same ones on every host.
         cams = {c: (None if ps is None else ps[int(rng.integers(len(ps)))] if len(ps) > 1 else ps[0])
                 for c, ps in keys.images.items()}
@@ -237,6 +264,11 @@ class BatchBuilder:
             out["state_dim_is_pad"][r, ds.state_dim:] = True
             out["action_dim_is_pad"][r, ds.action_dim:] = True
 
+        for c in s.cameras:
+            if c not in plan.cameras:  # missing or dropped: the padding image
+                out["image"][c][r] = 0
+                if plan.goal is not None:
+                    out["goal_image"][c][r] = 0
         for c in plan.cameras:
             out["image_mask"][c][r] = True
             raw = [frames_by_cam[c][0]] * pad_front + list(frames_by_cam[c])
@@ -291,25 +323,43 @@ def concat_batches(parts: Sequence[dict]) -> dict:
                 else np.concatenate([p[k] for p in parts])) for k, v in first.items()}
 
 
-def chunk_rows(rows_per_host: int, max_chunk: int = 16) -> int:
-    """Largest divisor of a host batch not above `max_chunk`: the unit of parallel work."""
-    for c in range(min(max_chunk, rows_per_host), 0, -1):
-        if rows_per_host % c == 0:
-            return c
-    return 1
+def chunk_rows(rows: int, threads: int, max_chunk: int = 16) -> int:
+    """Rows per slice of a batch: enough slices to keep `threads` busy, none larger than `max_chunk`."""
+    return max(1, min(max_chunk, -(-rows // max(1, threads))))
 
 
-class _ChunkBuilder:
-    """Chunk number -> the chunk's rows (picklable, for Grain's worker processes)."""
+class _BatchJob:
+    """Batch number -> this host's rows of that global batch (picklable, for Grain's worker processes).
 
-    def __init__(self, builder: BatchBuilder, global_batch: int, host_start: int, chunk: int, per_batch: int):
-        self.builder, self.global_batch, self.host_start = builder, global_batch, host_start
-        self.chunk, self.per_batch = chunk, per_batch
+    Batches are built one per Grain element, each into its own preallocated arrays, with the rows split
+    over a thread pool shared by the batches in flight (created on first use, in the process that uses it).
+    """
 
-    def __call__(self, c: int) -> dict:
-        b, i = divmod(int(c), self.per_batch)
-        first = b * self.global_batch + self.host_start + i * self.chunk
-        return self.builder.build(np.arange(first, first + self.chunk, dtype=np.int64))
+    def __init__(self, builder: BatchBuilder, global_batch: int, host_start: int, rows: int, threads: int):
+        self.builder, self.global_batch, self.host_start, self.rows = builder, global_batch, host_start, rows
+        self.threads = threads
+        self.chunk = chunk_rows(rows, threads)
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_executor": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def _pool(self) -> ThreadPoolExecutor | None:
+        if self.threads <= 1:
+            return None
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rlds_loader")
+            return self._executor
+
+    def __call__(self, b: int) -> dict:
+        first = int(b) * self.global_batch + self.host_start
+        positions = np.arange(first, first + self.rows, dtype=np.int64)
+        return self.builder.build(positions, self._pool(), self.chunk)
 
 
 def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: int, rows_per_host: int,
@@ -317,25 +367,27 @@ def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: 
                        prefetch_batches: int, num_processes: int = 0) -> grain.IterDataset:
     """Grain pipeline yielding this host's batches start_batch, start_batch+1, ... (< stop_batch).
 
-    Threads (Grain's ReadOptions) build chunks of a batch in parallel: image decoding releases the GIL.
-    With `num_processes`, Grain's worker processes each build whole batches (batch b in worker b % P) and
-    Grain hands them back in order, for work that holds the GIL.
+    Each Grain element is one batch. In threads mode Grain prefetches `prefetch_batches` batches, two
+    built at a time, and each batch's rows are decoded on a pool of `num_threads` threads (image decoding
+    releases the GIL); `num_threads=0` builds each batch on the consumer's thread when it is asked for. With `num_processes`, Grain's worker processes each build whole batches (batch b
+    in worker b % P) on one thread and Grain hands them back in order, for work that holds the GIL.
     """
-    chunk = rows_per_host if num_processes else chunk_rows(rows_per_host)
-    per_batch = rows_per_host // chunk
-    stop = (stop_batch if stop_batch is not None else (1 << 62) // max(global_batch, 1)) * per_batch
-    ds = grain.MapDataset.range(start_batch * per_batch, max(stop, start_batch * per_batch))
-    ds = ds.map(_ChunkBuilder(builder, global_batch, host_start, chunk, per_batch))
-    buffer = max(max(1, prefetch_batches) * per_batch, num_threads) if num_threads else 0
-    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer)
-    out = ds.to_iter_dataset(read).batch(per_batch, drop_remainder=True, batch_fn=concat_batches)
+    stop = stop_batch if stop_batch is not None else (1 << 62) // max(global_batch, 1)
+    threads = 1 if num_processes else num_threads
+    ds = grain.MapDataset.range(start_batch, max(stop, start_batch))
+    ds = ds.map(_BatchJob(builder, global_batch, host_start, rows_per_host, threads))
+    prefetch = max(1, prefetch_batches)
+    # num_threads=0: everything on the consumer's thread, nothing read ahead.
+    read = (grain.ReadOptions(num_threads=min(2, prefetch), prefetch_buffer_size=prefetch) if num_threads
+            else grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    out = ds.to_iter_dataset(read)
     if num_processes:
         from absl import flags
 
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; a library user never parsed them
             flags.FLAGS.mark_as_parsed()
         out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_processes,
-                                                           per_worker_buffer_size=max(1, prefetch_batches)))
+                                                           per_worker_buffer_size=prefetch))
     return out
 
 

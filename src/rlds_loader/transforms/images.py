@@ -21,6 +21,7 @@ heavy parts release the GIL, so decoding scales with threads.
 from __future__ import annotations
 
 import io
+import threading
 
 import cv2
 import numpy as np
@@ -240,7 +241,7 @@ def _resize_rgb8(rgb: np.ndarray, size: tuple[int, int], out: np.ndarray | None 
     first to stay there). Stronger reductions use Pillow's antialiasing BILINEAR filter.
     """
     height, width = size
-    if 2 * height <= rgb.shape[0] or 2 * width <= rgb.shape[1]:
+    if not _opencv_reduction(rgb.shape[:2], size):
         return _deliver(np.asarray(Image.fromarray(rgb).resize((width, height), _FILTER)), out)
     src = np.ascontiguousarray(rgb)
     if out is not None and _fits(out, (height, width, 3), np.uint8) and out.flags.c_contiguous:
@@ -288,10 +289,50 @@ def _decode_jpeg_rgb(
                 simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out, **kwargs)
                 return out
             return _deliver(simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs), out)
+        if _opencv_reduction(decoded_hw, target):
+            return _decode_resize_rgbx(data, kwargs, decoded_hw, target, out)
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs)
     except ValueError:
         return None
     return _resize_rgb8(rgb, target, out)
+
+
+def _decode_resize_rgbx(
+    data: bytes, kwargs: dict, decoded_hw: tuple[int, int], target: tuple[int, int], out: np.ndarray | None
+) -> np.ndarray:
+    """The camera hot path: the same pixels as decoding to RGB and ``_resize_rgb8``, ~25% cheaper.
+
+    OpenCV's bit-exact resize has SIMD code for 1, 2 and 4 interleaved channels but not 3, so the JPEG is
+    decoded to RGBX (libjpeg-turbo writes the 4th byte for free), resized with 4 channels (the fixed-point
+    arithmetic is per channel, so R, G and B come out identical) and the X dropped while copying into
+    ``out``. The decoded and resized images go to per-thread scratch buffers: no allocation per image.
+    """
+    height, width = target
+    rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=_scratch("decoded", 4 * decoded_hw[0]
+                                                                          * decoded_hw[1]), **kwargs)
+    small = _scratch("resized", 4 * height * width).reshape(height, width, 4)
+    cv2.resize(rgbx, (width, height), dst=small, interpolation=cv2.INTER_LINEAR_EXACT)
+    if out is None or not (_fits(out, (height, width, 3), np.uint8) and out.flags.c_contiguous):
+        return _deliver(cv2.cvtColor(small, cv2.COLOR_RGBA2RGB), out)
+    cv2.cvtColor(small, cv2.COLOR_RGBA2RGB, dst=out)
+    return out
+
+
+def _opencv_reduction(source: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether ``_resize_rgb8`` resizes source -> target with OpenCV (under a 2x reduction in both axes)."""
+    return 2 * target[0] > source[0] and 2 * target[1] > source[1]
+
+
+_THREAD_SCRATCH = threading.local()
+
+
+def _scratch(name: str, size: int) -> np.ndarray:
+    """A reusable uint8 buffer of at least ``size`` bytes owned by the calling thread (first ``size``)."""
+    buf = getattr(_THREAD_SCRATCH, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, np.uint8)
+        setattr(_THREAD_SCRATCH, name, buf)
+    return buf[:size]
 
 
 # --- everything else through Pillow ------------------------------------------------------------------
