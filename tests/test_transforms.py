@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -268,6 +269,39 @@ def test_decode_resize_jpeg_without_size_is_the_plain_decode(jpeg, frame):
     with Image.open(io.BytesIO(jpeg)) as im:
         np.testing.assert_array_equal(image, np.asarray(im.convert("RGB")))
     assert np.abs(image.astype(int) - frame).mean() < 3  # and it is the frame we encoded
+
+
+def test_camera_path_equals_the_three_channel_reference_for_many_shapes_and_threads():
+    """The hot path decodes to RGBX and resizes 4 channels into per-thread scratch buffers: it must give the
+    pixels of the 3-channel definition for any size, chroma subsampling and gray input, also when several
+    threads decode images of different sizes at once."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for i in range(60):
+        h, w = (int(v) for v in rng.integers(32, 300, 2))
+        # targets under a 2x reduction in both axes, some larger than the source (the OpenCV path)
+        th, tw = (int(v) for v in (rng.integers(h // 2 + 1, 2 * h), rng.integers(w // 2 + 1, 2 * w)))
+        gray = i % 6 == 0
+        image = camera_frame(h, w)
+        sub = ("444", "422", "420", "411", "440")[i % 5]
+        data = simplejpeg.encode_jpeg(np.ascontiguousarray(image[:, :, :1] if gray else image), quality=90,
+                                      colorspace="GRAY" if gray else "RGB", colorsubsampling=sub)
+        cases.append((data, (th, tw)))
+
+    def check(case):
+        data, size = case
+        expected = cv2_reference(data, size)
+        out = np.full((*size, 3), 7, np.uint8)
+        assert decode_resize(data, size, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(decode_resize(data, size), expected)
+        strided = np.zeros((size[0], size[1] + 1, 3), np.uint8)[:, 1:]  # not contiguous: copied in
+        np.testing.assert_array_equal(decode_resize(data, size, out=strided), expected)
+
+    for case in cases:
+        check(case)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(check, cases * 3))
 
 
 @pytest.mark.parametrize("size", [(120, 160), (100, 150), (60, 300), (224, 224)])
