@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import random
+import time
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -124,6 +126,54 @@ def test_prefetch_and_workers_do_not_change_batches(robot_dir):
     for i in range(5):
         assert_tree_equal(a[i], b[i])
         assert_tree_equal(a[i], loader.get_batch(i))
+
+
+def _leaves(tree: dict) -> list[np.ndarray]:
+    return [x for v in tree.values() for x in (_leaves(v) if isinstance(v, dict) else [v])]
+
+
+def _traced_peak(loader, n: int) -> tuple[int, list[np.ndarray]]:
+    """Peak bytes allocated (numpy reports its buffers to tracemalloc) while consuming n batches slowly
+    enough for the read-ahead to fill up; with each batch's episode indices."""
+    tracemalloc.start()
+    try:
+        seen = []
+        it = iter(loader)
+        for _ in range(n):
+            batch = next(it)
+            seen.append(batch["episode_index"].copy())
+            del batch
+            time.sleep(0.05)
+        return tracemalloc.get_traced_memory()[1], seen
+    finally:
+        tracemalloc.stop()
+
+
+def test_ram_budget_caps_the_batches_read_ahead(robot_dir):
+    cfg = one(robot_dir, prefetch_batches=8).replace(image_size=(256, 256))
+    free = rl.create_data_loader(cfg, 0, 1)
+    size = free.batch_bytes
+    assert size == sum(a.nbytes for a in _leaves(free.get_batch(0)))
+    capped = rl.create_data_loader(cfg.replace(ram_budget_mb=3.5 * size / 2**20), 0, 1)
+    assert (free.prefetch_batches, capped.prefetch_batches) == (8, 2)  # 2 ahead + 1 in use fit in 3.5
+    peak_free, order_free = _traced_peak(free, 14)
+    peak_capped, order_capped = _traced_peak(capped, 14)
+    assert peak_free > 7 * size  # the uncapped loader does read 8 ahead ...
+    assert peak_capped < 4.5 * size  # ... the capped one stays near its budget
+    for a, b in zip(order_free, order_capped, strict=True):
+        np.testing.assert_array_equal(a, b)  # same stream
+
+
+def test_ram_budget_below_two_batches_warns_and_reads_one_ahead(robot_dir):
+    loader = rl.create_data_loader(one(robot_dir, ram_budget_mb=1e-3, prefetch_batches=4), 0, 1)
+    with pytest.warns(UserWarning, match="ram_budget_mb"):
+        assert loader.prefetch_batches == 1
+    assert_tree_equal(take(loader, 2)[1], loader.get_batch(1))
+    for bad in (0, -1.0):
+        with pytest.raises(rl.ConfigError, match="ram_budget_mb"):
+            one(robot_dir, ram_budget_mb=bad)
+    with pytest.raises(rl.ConfigError, match="prefetch_batches"):
+        one(robot_dir, prefetch_batches=0)
 
 
 def test_worker_processes_give_the_same_batches(robot_dir, tmp_path):

@@ -150,6 +150,8 @@ class LoaderConfig:
     num_workers: int | None = None  # threads
     num_processes: int = 0  # Grain worker processes (0: threads only)
     prefetch_batches: int = 2
+    # Caps the batches read ahead so that (read ahead + one being used) x batch size stays within it.
+    ram_budget_mb: float | None = None
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -181,6 +183,10 @@ class LoaderConfig:
             raise ConfigError(f"resize_mode must be 'stretch' or 'pad', got {self.resize_mode!r}")
         if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.prefetch_batches < 1:
+            raise ConfigError(f"prefetch_batches must be >= 1, got {self.prefetch_batches}")
+        if self.ram_budget_mb is not None and not self.ram_budget_mb > 0:
+            raise ConfigError(f"ram_budget_mb must be positive, got {self.ram_budget_mb}")
 
     def replace(self, **changes: Any) -> LoaderConfig:
         return dataclasses.replace(self, **changes)

@@ -84,6 +84,7 @@ class DataLoader:
         self.host_start, host_stop = sampling.host_rows(config.batch_size, process_index, process_count)
         self.rows_per_host = host_stop - self.host_start
         self._batches_seen = 0
+        self._warned_budget = False
 
         opened = [self._open(dcfg) for dcfg in config.datasets]
         self._opened = opened
@@ -321,11 +322,32 @@ class DataLoader:
         num_threads = self.config.num_workers if self.config.num_workers is not None else default_num_threads()
         ds = build_iter_dataset(self.builder, global_batch=self.config.batch_size, host_start=self.host_start,
                                 rows_per_host=self.rows_per_host, start_batch=start, stop_batch=stop,
-                                num_threads=num_threads, prefetch_batches=self.config.prefetch_batches,
+                                num_threads=num_threads, prefetch_batches=self.prefetch_batches,
                                 num_processes=self.config.num_processes)
         for batch in ds:
             self._batches_seen += 1
             yield _plain_arrays(batch) if self.config.num_processes else batch
+
+    @property
+    def batch_bytes(self) -> int:
+        """Bytes of one host batch's arrays (strings counted as pointers)."""
+        one = self.builder.allocate(1)
+        return self.rows_per_host * sum(a.nbytes for a in _leaves(one))
+
+    @property
+    def prefetch_batches(self) -> int:
+        """Batches read ahead: `prefetch_batches`, lowered to fit `ram_budget_mb` (never below 1)."""
+        depth = self.config.prefetch_batches
+        budget = self.config.ram_budget_mb
+        if budget is None:
+            return depth
+        fits = int(budget * 2**20 // max(1, self.batch_bytes)) - 1  # one more batch is with the consumer
+        if fits < 1 and not self._warned_budget:
+            self._warned_budget = True
+            warnings.warn(f"ram_budget_mb={budget} holds fewer than 2 host batches of "
+                          f"{self.batch_bytes / 2**20:.1f} MB (one read ahead, one in use); reading 1 ahead",
+                          stacklevel=2)
+        return max(1, min(depth, fits))
 
     def get_batch(self, index: int) -> dict[str, Any]:
         """This host's rows of global batch `index`, computed directly (no iteration state involved)."""
@@ -361,6 +383,11 @@ class DataLoader:
         """Set the position from a saved state; the next iteration starts there. Returns batches_seen."""
         state = read_state(path, storage_options)
         return self.load_state_dict(state, source=str(path))
+
+
+def _leaves(tree: dict) -> Iterator[np.ndarray]:
+    for v in tree.values():
+        yield from (_leaves(v) if isinstance(v, dict) else (v,))
 
 
 def _plain_arrays(tree: dict) -> dict:

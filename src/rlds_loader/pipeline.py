@@ -369,8 +369,9 @@ def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: 
 
     Each Grain element is one batch. In threads mode Grain prefetches `prefetch_batches` batches, two
     built at a time, and each batch's rows are decoded on a pool of `num_threads` threads (image decoding
-    releases the GIL); `num_threads=0` builds each batch on the consumer's thread when it is asked for. With `num_processes`, Grain's worker processes each build whole batches (batch b
-    in worker b % P) on one thread and Grain hands them back in order, for work that holds the GIL.
+    releases the GIL); `num_threads=0` builds each batch on the consumer's thread when it is asked for.
+    With `num_processes`, Grain's worker processes each build whole batches (batch b in worker b % P) on
+    one thread and Grain hands them back in order, for work that holds the GIL.
     """
     stop = stop_batch if stop_batch is not None else (1 << 62) // max(global_batch, 1)
     threads = 1 if num_processes else num_threads
@@ -387,7 +388,7 @@ def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: 
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; a library user never parsed them
             flags.FLAGS.mark_as_parsed()
         out = out.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_processes,
-                                                           per_worker_buffer_size=prefetch))
+                                                           per_worker_buffer_size=-(-prefetch // num_processes)))
     return out
 
 
