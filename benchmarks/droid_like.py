@@ -61,6 +61,7 @@ class Params:
     shards: int = 8
     seed: int = 0
     jpeg_quality: int = 95  # tf.image.encode_jpeg's default, which TFDS uses
+    chroma_subsampling: str = "420"  # tf.image.encode_jpeg's default too (chroma_downsampling=True)
     writer: str = "ours"  # "ours" (rlds_loader.tfds.writer) or "tfds" (TFDS GeneratorBasedBuilder)
 
     @classmethod
@@ -247,7 +248,8 @@ def episode(params: Params, index: int) -> dict:
     for t in range(steps):
         ee = np.clip((cart[t, :2] - np.array([0.35, -0.2])) / np.array([0.3, 0.4]), 0, 1)
         obs = {name: simplejpeg.encode_jpeg(cam.frame(t, ee, float(grip[t, 0])),
-                                            quality=params.jpeg_quality, colorspace="RGB")
+                                            quality=params.jpeg_quality, colorspace="RGB",
+                                            colorsubsampling=params.chroma_subsampling)
                for name, cam in cams.items()}
         obs["cartesian_position"] = cart[t]
         obs["gripper_position"] = grip[t]
@@ -394,10 +396,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, help="shards of the train split (default 8, --quick 4)")
     parser.add_argument("--writer", choices=("ours", "tfds"), default="ours",
                         help="write the dataset with rlds_loader's writer (default) or TFDS's builder")
+    parser.add_argument("--chroma-subsampling", choices=("420", "422", "444"), default="420",
+                        help="JPEG chroma subsampling of the cameras (default 420, as TF/TFDS encode)")
 
 
 def params_from_args(args: argparse.Namespace) -> Params:
-    kw = {"seed": args.seed, "writer": args.writer}
+    kw = {"seed": args.seed, "writer": args.writer, "chroma_subsampling": args.chroma_subsampling}
     if args.episodes:
         kw["episodes"] = args.episodes
     if getattr(args, "shards", None):

@@ -10,6 +10,11 @@ repeated past the episode's end, with a pad mask) and the language instruction, 
   `batch(32, drop_remainder=True)`, `prefetch(AUTOTUNE)`.
 - rlds_loader: `rl.create_data_loader` with the same settings through the public contract.
 
+Two more rows show where the time goes: the same frames' two JPEGs (1,024 frames, read beforehand) decoded
+and resized with nothing else around them, by rlds_loader's image path on one thread per core and by the
+baseline's tf.data ops. The first is the ceiling of any loader that decodes these JPEGs with libjpeg-turbo
+and resizes them with OpenCV on this machine (`--no-ceiling` skips them).
+
 Each system runs in its own subprocess. Reported per system: frames/s (median of timed windows after a
 warm-up), time from a cold loader to its first batch (rlds_loader's index is built beforehand by a
 warm-up subprocess), and peak RSS (ru_maxrss of the child; "tree" adds any worker processes).
@@ -22,6 +27,7 @@ warm-up subprocess), and peak RSS (ru_maxrss of the child; "tree" adds any worke
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 import time
@@ -124,12 +130,84 @@ def _check_batch(batch: dict) -> None:
     assert arr(batch["state"]).shape == (BATCH, 8), arr(batch["state"]).shape
 
 
+def sample_jpegs(data_dir: str, name: str, frames: int) -> list[tuple[bytes, ...]]:
+    """The two cameras' JPEG bytes of the stream's first `frames` frames (read with rlds_loader's reader)."""
+    import numpy as np
+
+    import rlds_loader as rl
+
+    loader = rl.create_data_loader(rlds_loader_config(data_dir, name), process_index=0, process_count=1)
+    runtime = loader.builder.datasets[0]
+    _, episodes, steps = loader.builder.locate(np.arange(frames))
+    cams = [runtime.keys.images[c][0] for c in CAMERA_KEYS]
+    rows = runtime.source.fetch_many([(int(e), [(k, int(t), int(t) + 1) for k in cams])
+                                      for e, t in zip(episodes, steps, strict=True)])
+    return [tuple(bytes(v[0]) for v in row) for row in rows]
+
+
+def images_only_ours(jpegs: list[tuple[bytes, ...]], threads: int):
+    """Batches of the same frames' images only: rlds_loader's decode_resize on `threads` threads, no loader."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from rlds_loader.transforms.images import decode_resize
+
+    pool = ThreadPoolExecutor(threads)
+    per = -(-BATCH // threads)
+
+    def rows(out, frames, a, b):
+        for r in range(a, min(b, BATCH)):
+            for c, data in enumerate(frames[r]):
+                decode_resize(data, IMAGE_SIZE, out=out[c][r])
+
+    def submit(i):
+        frames = [jpegs[(i * BATCH + r) % len(jpegs)] for r in range(BATCH)]
+        out = [np.empty((BATCH, *IMAGE_SIZE, 3), np.uint8) for _ in CAMERA_KEYS]
+        return out, [pool.submit(rows, out, frames, a, a + per) for a in range(0, BATCH, per)]
+
+    pending = collections.deque(submit(i) for i in range(2))  # two batches in flight: no idle thread
+    i = 2
+    while True:
+        out, futures = pending.popleft()
+        for f in futures:
+            f.result()
+        pending.append(submit(i))
+        i += 1
+        yield out
+
+
+def images_only_tf(jpegs: list[tuple[bytes, ...]]):
+    """The same with tf.data: decode_jpeg + resize per frame (as the baseline does), AUTOTUNE, batch 32."""
+    import tensorflow as tf
+
+    cams = {k: tf.constant([row[c] for row in jpegs]) for c, k in enumerate(CAMERA_KEYS)}
+
+    def decode(frame):
+        out = {}
+        for k in CAMERA_KEYS:
+            img = tf.image.resize(tf.io.decode_jpeg(frame[k], channels=3), IMAGE_SIZE)
+            out[k] = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+        return out
+
+    ds = tf.data.Dataset.from_tensor_slices(cams).repeat().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return iter(ds.batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
 # ------------------------------------------------------------------------------------------- child side
 
 def child(args: argparse.Namespace) -> None:
     """Measure one system: first batch from cold, then frames/s over timed windows."""
     # Libraries are imported before the clock starts, as a training job would have them already.
-    if args.child == "tfdata":
+    if args.child in ("images-ours", "images-tf"):
+        import pickle
+
+        from rlds_loader.pipeline import default_num_threads
+
+        jpegs = pickle.loads(Path(args.jpegs).read_bytes())
+        make = ((lambda: images_only_ours(jpegs, default_num_threads())) if args.child == "images-ours"  # noqa: E731
+                else (lambda: images_only_tf(jpegs)))  # noqa: E731
+    elif args.child == "tfdata":
         import tensorflow as tf
         import tensorflow_datasets as tfds
 
@@ -146,7 +224,8 @@ def child(args: argparse.Namespace) -> None:
     it = make()
     first = next(it)
     first_s = time.perf_counter() - start
-    _check_batch(first)
+    if not args.child.startswith("images"):
+        _check_batch(first)
     if args.index_only:
         C.emit({"first_batch_s": first_s})
         return
@@ -191,7 +270,8 @@ def run(args: argparse.Namespace) -> None:
     rounds = args.rounds or (1 if args.quick or args.s3 else 2)
     episodes, _ = _count_frames(data_dir, name)
     C.print_header("throughput: rlds_loader vs tf.data" + (" (data on moto S3)" if args.s3 else ""), {
-        "dataset": f"{episodes} episodes, {params.shards} shards, 2 cams 180x320 JPEG q{params.jpeg_quality}",
+        "dataset": f"{episodes} episodes, {params.shards} shards, 2 cams 180x320 JPEG q{params.jpeg_quality} "
+                   f"{params.chroma_subsampling}",
         "batch": BATCH, "action_horizon": HORIZON, "image_size": IMAGE_SIZE,
         "tf.data shuffle buffer": shuffle_buffer, "warm-up batches": warmup,
         "windows": f"{windows} x {window_batches} batches", "rounds": rounds,
@@ -203,8 +283,9 @@ def run(args: argparse.Namespace) -> None:
               "--budget-s", str(args.budget_s / (4 if args.quick else 1)),
               *[f"--loader-option={o}" for o in args.loader_option or ()]]
 
-    def measure(system: str, root: str, env: dict | None = None) -> dict:
-        return C.run_child(script, ["--child", system, "--data-dir", root, *common], env=env, label=system)
+    def measure(system: str, root: str, env: dict | None = None, extra: list[str] | None = None) -> dict:
+        return C.run_child(script, ["--child", system, "--data-dir", root, *common, *(extra or [])], env=env,
+                           label=system)
 
     ok, why = C.has_loader()
     warmed: set[str] = set()
@@ -243,6 +324,10 @@ def run(args: argparse.Namespace) -> None:
                 runs[system].append(measure("tfdata", data_dir) if system == "tf.data" else ours(data_dir))
         results = {system: _pool(rs) for system, rs in runs.items()}
         pairs = [("ratio (rlds_loader / tf.data)", "rlds_loader", "tf.data")]
+        if not args.no_ceiling and ok:
+            results.update(images_only(data_dir, name, measure))
+            pairs += [("ceiling: images only, ours / tf.data", IMAGES_OURS, "tf.data"),
+                      ("rlds_loader / its ceiling", "rlds_loader", IMAGES_OURS)]
 
     rows = []
     for system, r in results.items():
@@ -266,6 +351,24 @@ def run(args: argparse.Namespace) -> None:
               "the loader; more, smaller shards (--shards) reduce that.")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+IMAGES_OURS = "images only: decode_resize, no loader"
+IMAGES_TF = "images only: tf.data decode+resize"
+
+
+def images_only(data_dir: str, name: str, measure) -> dict:
+    """Where the time goes: the same frames' two JPEGs decoded and resized with nothing else (no reading,
+    sampling, actions or shuffle), by rlds_loader's image path on one thread per core and by tf.data's ops.
+    The first is a ceiling for any loader built on libjpeg-turbo and OpenCV on this machine."""
+    import pickle
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "jpegs.pkl"
+        path.write_bytes(pickle.dumps(sample_jpegs(data_dir, name, 1024)))
+        return {IMAGES_OURS: measure("images-ours", data_dir, extra=["--jpegs", str(path)]),
+                IMAGES_TF: measure("images-tf", data_dir, extra=["--jpegs", str(path)])}
 
 
 def _pool(runs: list[dict]) -> dict:
@@ -305,7 +408,11 @@ def main() -> None:
     parser.add_argument("--loader-option", action="append", metavar="KEY=JSON",
                         help="extra LoaderConfig field for rlds_loader, e.g. num_processes=2 (repeatable)")
     parser.add_argument("--json", help="also write the raw results to this file")
-    parser.add_argument("--child", choices=("tfdata", "rlds_loader"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip the images-only runs (JPEG decode + resize of the same frames, no loader)")
+    parser.add_argument("--child", choices=("tfdata", "rlds_loader", "images-ours", "images-tf"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--jpegs", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--name", default=droid_like.NAME, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
