@@ -39,7 +39,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -262,7 +262,8 @@ class StepReader:
         jobs: list[tuple[StepRequest, _Plan, list | None]] = []
         full: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
-            req = StepRequest(*req)
+            if type(req) is not StepRequest:
+                req = StepRequest(*req)
             plan, split = self._request_plan(req)
             pieces = self._pieces(req, plan, split, ranges) if plan.partial else None
             if pieces is None:
@@ -272,7 +273,10 @@ class StepReader:
         out: list[Any] = [None] * len(jobs)
         for i, (req, plan, pieces) in enumerate(jobs):
             if pieces is not None:
-                out[i] = self._guarded(req, lambda r=req, p=plan, ps=pieces: self._decode(r, p, ps, blobs))
+                try:
+                    out[i] = self._decode(req, plan, pieces, blobs)
+                except Exception as e:
+                    self._reraise(req, e)
         for episode, idx in full.items():
             self._read_full(episode, [(i, jobs[i][0], jobs[i][1]) for i in idx], out)
         return out
@@ -333,9 +337,13 @@ class StepReader:
             if code in (MISSING, _NONE):
                 pieces.append((part, code, None, -1))
                 continue
-            start, end = int(layouts.start[row, part.column]), int(layouts.end[row, part.column])
-            packed = bool(layouts.packed[row, part.column])
             if plan.per_step and part.item_column is not None and code == _BYTES:
+                if b == a + 1:  # one step's item (a camera frame): its exact byte range, no arrays
+                    r0 = int(layouts.item_first[row]) + a
+                    lo = int(layouts.item_offset[r0, part.item_column])
+                    pieces.append((part, code, ("item",), len(ranges) + len(mine)))
+                    mine.append((path, base + lo, base + lo + int(layouts.item_length[r0, part.item_column])))
+                    continue
                 if a == b:
                     pieces.append((part, code, ("items", np.zeros(0, np.int64), np.zeros(0, np.int64)), -1))
                     continue
@@ -345,13 +353,15 @@ class StepReader:
                 lo, hi = int(offs[0]), int(offs[-1] + lens[-1])
                 pieces.append((part, code, ("items", offs - lo, lens), len(ranges) + len(mine)))
                 mine.append((path, base + lo, base + hi))
-            elif plan.per_step and code == _FLOAT and packed:
+                continue
+            start, packed = int(layouts.start[row, part.column]), bool(layouts.packed[row, part.column])
+            if plan.per_step and code == _FLOAT and packed:
                 n = 4 * part.per_step
                 pieces.append((part, code, ("floats",), len(ranges) + len(mine)))
                 mine.append((path, base + start + n * a, base + start + n * b))
             else:
                 pieces.append((part, code, ("region", packed), len(ranges) + len(mine)))
-                mine.append((path, base + start, base + end))
+                mine.append((path, base + start, base + int(layouts.end[row, part.column])))
         ranges.extend(mine)
         return pieces
 
@@ -378,14 +388,18 @@ class StepReader:
         return out
 
     def _read_local(self, merged: list[list]) -> list[bytes]:
-        out = []
-        for path, s, e, _ in merged:
+        out: list[bytes] = []
+        i = 0
+        while i < len(merged):  # `merged` is sorted by path: one descriptor acquisition per file
+            path = merged[i][0]
             fd = self._files.acquire(path)
             try:
-                data = os.pread(fd, e - s, s)
+                while i < len(merged) and merged[i][0] == path:
+                    _, s, e, _ = merged[i]
+                    out.append(self._check_read(os.pread(fd, e - s, s), path, s, e))
+                    i += 1
             finally:
                 self._files.release(path)
-            out.append(self._check_read(data, path, s, e))
         return out
 
     def _read_remote(self, merged: list[list]) -> list[bytes]:
@@ -405,12 +419,16 @@ class StepReader:
     def _guarded(self, req: StepRequest, fn: Any) -> Any:
         try:
             return fn()
-        except (IndexError, FeatureKeyError):
-            raise
         except Exception as e:
-            path, offset = self.location(int(req.episode))
-            raise CorruptRecordError(f"{path}: record at byte offset {offset}: cannot decode {req.key!r} steps "
-                                     f"[{req.start}, {req.stop}): {e}", path, offset) from e
+            self._reraise(req, e)
+
+    def _reraise(self, req: StepRequest, e: Exception) -> NoReturn:
+        """Re-raise a decoding failure of `req` as a CorruptRecordError naming the shard file and offset."""
+        if isinstance(e, IndexError | FeatureKeyError):
+            raise e
+        path, offset = self.location(int(req.episode))
+        raise CorruptRecordError(f"{path}: record at byte offset {offset}: cannot decode {req.key!r} steps "
+                                 f"[{req.start}, {req.stop}): {e}", path, offset) from e
 
     def _decode(self, req: StepRequest, plan: _Plan, pieces: list, blobs: list[bytes | memoryview]) -> Any:
         a, b = int(req.start), int(req.stop)
@@ -425,7 +443,9 @@ class StepReader:
                 continue
             kinds_ok &= code == part.wire
             blob = blobs[index] if index >= 0 else b""
-            if how[0] == "items":
+            if how[0] == "item":
+                flat[part.key] = [blob if isinstance(blob, bytes) else bytes(blob)]
+            elif how[0] == "items":
                 _, offs, lens = how
                 if len(offs) == 1 and isinstance(blob, bytes) and len(blob) == lens[0]:
                     flat[part.key] = [blob]
