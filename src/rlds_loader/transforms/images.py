@@ -30,6 +30,7 @@ from PIL import Image
 
 from rlds_loader.errors import CorruptRecordError
 from rlds_loader.tfds.features.image_codec import decode_native
+from rlds_loader.tfds.features.image_codec import image_format as codec_image_format
 
 __all__ = [
     "decode_resize",
@@ -40,8 +41,6 @@ __all__ = [
     "resize_with_pad",
 ]
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The filter used for every resize: the cheapest Pillow filter that interpolates and antialiases.
 _FILTER = Image.Resampling.BILINEAR
 # Our loader threads already run one image per core; OpenCV's own pool would only oversubscribe them.
@@ -54,12 +53,8 @@ _NON_RGB_JPEG = ("CMYK", "YCCK")
 
 def image_format(data: bytes) -> str | None:
     """The format of encoded image bytes from their magic number: "jpeg", "png", or None (other)."""
-    head = bytes(data[:8])
-    if head.startswith(_JPEG_MAGIC):
-        return "jpeg"
-    if head == _PNG_MAGIC:
-        return "png"
-    return None
+    fmt = codec_image_format(data)
+    return None if fmt == "other" else fmt
 
 
 def padding_image(size: tuple[int, int]) -> np.ndarray:
