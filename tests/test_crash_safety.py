@@ -25,6 +25,7 @@ from robot_data import write_robot_dataset
 import rlds_loader as rl
 from rlds_loader import state as state_lib
 from rlds_loader.tfds import storage
+from rlds_loader.tfds.storage import STALE_TEMP_S
 
 pytest_plugins = ["s3_server"]
 
@@ -220,3 +221,19 @@ def test_leftover_temp_files_do_not_confuse_load(loader, tmp_path):
     (folder / f".{state_lib.STATE_FILENAME}.tmp-ffff").write_bytes(b"")
     (folder / f".{state_lib.STATE_FILENAME}.tmp-eeee").write_bytes(_encoded(loader, 4))
     assert rl.create_data_loader(loader.config, 0, 1).load_dataloader_state(str(folder)) == 3
+
+
+def test_a_save_removes_temp_files_of_long_dead_writers_only(loader, tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    stale = folder / f".{state_lib.STATE_FILENAME}.tmp-dead"
+    young = folder / f".{state_lib.STATE_FILENAME}.tmp-busy"  # maybe a concurrent writer's: kept
+    other = folder / ".other.json.tmp-dead"  # another file's temp: not ours
+    for f in (stale, young, other):
+        f.write_bytes(b"{")
+    old = time.time() - 2 * STALE_TEMP_S
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    loader.save_dataloader_state(str(folder))
+    assert not stale.exists() and young.exists() and other.exists()
+    assert rl.create_data_loader(loader.config, 0, 1).load_dataloader_state(str(folder)) == loader.batches_seen

@@ -197,6 +197,26 @@ class SequentialReader:
         return data
 
 
+# A temp file this old was left by a writer that was killed (a write takes milliseconds); younger ones may
+# still belong to a concurrent writer and are left alone.
+STALE_TEMP_S = 600.0
+
+
+def _remove_stale_temps(folder: str, name: str) -> None:
+    """Delete `.{name}.tmp-*` files in `folder` older than STALE_TEMP_S (left by killed atomic writes)."""
+    prefix, now = f".{name}.tmp-", time.time()
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
+                os.unlink(entry.path)
+        except OSError:
+            pass  # gone already, or not ours to delete: never fail a save over it
+
+
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write `data` to `path` so a reader sees the old content or the new, never a part.
 
@@ -221,6 +241,7 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        _remove_stale_temps(folder, os.path.basename(path))
     else:
         parent = posixpath.dirname(path)
         if parent:
