@@ -6,9 +6,10 @@ record; a decode failure names the shard file and record offset. Also the index'
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 import uuid
 
 import fsspec
@@ -265,26 +266,42 @@ def test_bad_requests(sample_dir, tmp_path):
     assert empty[0].shape == (0, 3) and empty[1] == []
 
 
-def _read_in_child(reader, queue):
+# Run in a fresh interpreter: forking pytest's own process, where JAX's threads live, could deadlock.
+_FORK_SCRIPT = """
+import multiprocessing, pickle, sys
+from rlds_loader.step_reader import StepRequest
+
+def read(reader, queue):
     queue.put(reader.read([StepRequest(1, "steps/action", 0, 2)])[0])
+
+if __name__ == "__main__":
+    reader = pickle.loads(open(sys.argv[1], "rb").read())
+    want = reader.read([StepRequest(1, "steps/action", 0, 2)])[0]  # opens a descriptor in this process
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=read, args=(reader, queue))
+    child.start()
+    got = queue.get(timeout=30)
+    child.join(30)
+    assert child.exitcode == 0, child.exitcode
+    assert (got == want).all() and got.shape == want.shape
+    print("forked child read", got.shape)
+"""
 
 
 def test_pickle_and_fork(sample_dir, tmp_path):
     ds, frames, tables, reader = open_reader(sample_dir, "sample", "train", str(tmp_path))
-    want = reader.read([StepRequest(1, "steps/action", 0, 2)])[0]  # opens a descriptor in this process
+    want = reader.read([StepRequest(1, "steps/action", 0, 2)])[0]
     layouts = tables["train"].layouts
     assert is_mapped(layouts.item_offset)  # a local cache is memory-mapped...
     assert len(pickle.dumps(layouts)) < 4096  # ... and pickles as its path
     clone = pickle.loads(pickle.dumps(reader))
     np.testing.assert_array_equal(clone.read([StepRequest(1, "steps/action", 0, 2)])[0], want)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_read_in_child, args=(reader, queue))
-    child.start()
-    got = queue.get(timeout=30)
-    child.join(30)
-    assert child.exitcode == 0
-    np.testing.assert_array_equal(got, want)
+    (tmp_path / "reader.pkl").write_bytes(pickle.dumps(reader))
+    (tmp_path / "fork.py").write_text(_FORK_SCRIPT)
+    run = subprocess.run([sys.executable, str(tmp_path / "fork.py"), str(tmp_path / "reader.pkl")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "forked child read" in run.stdout, run.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------------ index
