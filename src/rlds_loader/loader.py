@@ -341,12 +341,12 @@ class DataLoader:
         budget = self.config.ram_budget_mb
         if budget is None:
             return depth
-        fits = int(budget * 2**20 // max(1, self.batch_bytes)) - 1  # one more batch is with the consumer
+        size = self.batch_bytes
+        fits = int(budget * 2**20 // max(1, size)) - 1  # one more batch is with the consumer
         if fits < 1 and not self._warned_budget:
             self._warned_budget = True
-            warnings.warn(f"ram_budget_mb={budget} holds fewer than 2 host batches of "
-                          f"{self.batch_bytes / 2**20:.1f} MB (one read ahead, one in use); reading 1 ahead",
-                          stacklevel=2)
+            warnings.warn(f"ram_budget_mb={budget} holds fewer than 2 host batches of {size / 2**20:.1f} MB "
+                          "(one read ahead, one in use); reading 1 ahead", stacklevel=2)
         return max(1, min(depth, fits))
 
     def get_batch(self, index: int) -> dict[str, Any]:

@@ -447,11 +447,7 @@ class StepReader:
                 flat[part.key] = [blob if isinstance(blob, bytes) else bytes(blob)]
             elif how[0] == "items":
                 _, offs, lens = how
-                if len(offs) == 1 and isinstance(blob, bytes) and len(blob) == lens[0]:
-                    flat[part.key] = [blob]
-                else:
-                    flat[part.key] = [bytes(blob[o:o + n]) for o, n in zip(offs.tolist(), lens.tolist(),
-                                                                          strict=True)]
+                flat[part.key] = [bytes(blob[o:o + n]) for o, n in zip(offs.tolist(), lens.tolist(), strict=True)]
             elif how[0] == "floats":
                 flat[part.key] = decode_floats(blob, True)
             else:

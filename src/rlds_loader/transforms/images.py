@@ -239,7 +239,7 @@ def _resize_rgb8(rgb: np.ndarray, size: tuple[int, int], out: np.ndarray | None 
     if not _opencv_reduction(rgb.shape[:2], size):
         return _deliver(np.asarray(Image.fromarray(rgb).resize((width, height), _FILTER)), out)
     src = np.ascontiguousarray(rgb)
-    if out is not None and _fits(out, (height, width, 3), np.uint8) and out.flags.c_contiguous:
+    if _writable_into(out, (height, width, 3)):
         cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR_EXACT)
         return out
     return _deliver(cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR_EXACT), out)
@@ -280,7 +280,7 @@ def _decode_jpeg_rgb(
     kwargs, decoded_hw, _ = scaling
     try:
         if target is None or decoded_hw == target:
-            if out is not None and _fits(out, (*decoded_hw, 3), np.uint8) and out.flags.c_contiguous:
+            if _writable_into(out, (*decoded_hw, 3)):
                 simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out, **kwargs)
                 return out
             return _deliver(simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs), out)
@@ -303,11 +303,11 @@ def _decode_resize_rgbx(
     ``out``. The decoded and resized images go to per-thread scratch buffers: no allocation per image.
     """
     height, width = target
-    rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=_scratch("decoded", 4 * decoded_hw[0]
-                                                                          * decoded_hw[1]), **kwargs)
+    decoded = _scratch("decoded", 4 * decoded_hw[0] * decoded_hw[1])
+    rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=decoded, **kwargs)
     small = _scratch("resized", 4 * height * width).reshape(height, width, 4)
     cv2.resize(rgbx, (width, height), dst=small, interpolation=cv2.INTER_LINEAR_EXACT)
-    if out is None or not (_fits(out, (height, width, 3), np.uint8) and out.flags.c_contiguous):
+    if not _writable_into(out, (height, width, 3)):
         return _deliver(cv2.cvtColor(small, cv2.COLOR_RGBA2RGB), out)
     cv2.cvtColor(small, cv2.COLOR_RGBA2RGB, dst=out)
     return out
@@ -379,6 +379,11 @@ def _normalize_fmt(fmt: str | None) -> str | None:
 
 def _fits(out: np.ndarray, shape: tuple[int, ...], dtype) -> bool:
     return out.shape == shape and out.dtype == dtype
+
+
+def _writable_into(out: np.ndarray | None, shape: tuple[int, ...]) -> bool:
+    """Whether a decoder or OpenCV can write a uint8 image of ``shape`` straight into ``out``."""
+    return out is not None and _fits(out, shape, np.uint8) and out.flags.c_contiguous
 
 
 def _deliver(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
