@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from batches import assert_tree_equal, concat_hosts, take
 from robot_data import write_robot_dataset
 
 import rlds_loader as rl
@@ -48,34 +49,6 @@ def one(root, **kw) -> rl.LoaderConfig:
 def mix(root, **kw) -> rl.LoaderConfig:
     ds = [dcfg(root, "alpha", weight=0.5), dcfg(root, "beta", weight=0.3), dcfg(root, "gamma", weight=0.2)]
     return rl.LoaderConfig(datasets=ds, batch_size=B, action_horizon=4, image_size=(8, 8), **kw)
-
-
-def take(loader, n: int) -> list[dict]:
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == n:
-            break
-    return out
-
-
-def assert_tree_equal(a, b, where=""):
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_tree_equal(a[k], b[k], f"{where}/{k}")
-    else:
-        assert a.dtype == b.dtype and a.shape == b.shape, where
-        assert np.array_equal(a, b), where  # bit for bit (no NaNs in our data)
-        if a.dtype.kind == "f":
-            assert a.tobytes() == b.tobytes(), where
-
-
-def concat_hosts(parts: list[dict]) -> dict:
-    from rlds_loader.pipeline import concat_batches
-
-    return concat_batches(parts)
 
 
 @pytest.mark.parametrize("make", [one, mix], ids=["one", "mixture"])

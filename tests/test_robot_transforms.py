@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from batches import assert_tree_equal, concat_hosts, take
 from robot_data import write_robot_dataset
-from test_loader import assert_tree_equal, concat_hosts, take
 
 import rlds_loader as rl
 from rlds_loader import mixtures

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from batches import assert_tree_equal, take
 
 from rlds_loader.errors import StateError
 from rlds_loader.state import write_state
@@ -44,28 +45,6 @@ def seeded_pipeline():
 
 def unseeded_pipeline():
     return tf.data.Dataset.range(N_ELEMENTS).shuffle(N_ELEMENTS).map(lambda x: {"x": x}).batch(B)
-
-
-def take(loader, k: int) -> list:
-    out = []
-    if k == 0:
-        return out
-    for batch in loader:
-        out.append(batch)
-        if len(out) == k:
-            break
-    return out
-
-
-def assert_tree_equal(a, b, where="batch"):
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_tree_equal(a[key], b[key], f"{where}/{key}")
-    else:
-        assert isinstance(a, np.ndarray), (where, type(a))
-        np.testing.assert_array_equal(a, b, err_msg=where)
 
 
 def check_resume_is_exact(make_source, tmp_path, positions, after: int = 5):

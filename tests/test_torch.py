@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from batches import take
 from multihost import scenario
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -36,15 +37,6 @@ def reference(data_root) -> list[dict]:
     """An uninterrupted single-process run: global batches 0..6 as numpy."""
     loader = rl.create_data_loader(scenario.make_config(data_root), 0, 1)
     return [batch for _, batch in zip(range(7), loader, strict=False)]
-
-
-def take(loader, n: int) -> list[dict]:
-    out = []
-    for batch in loader:
-        out.append(batch)
-        if len(out) == n:  # stop before fetching another batch: that would move the position
-            break
-    return out
 
 
 def assert_torch_equal(got: dict, ref: dict, rows: slice = slice(None)) -> None:

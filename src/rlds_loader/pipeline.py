@@ -175,7 +175,8 @@ class BatchBuilder:
         n = len(positions)
         out = self.allocate(n)
         where = self.locate(positions)
-        spans = [(a, min(a + max(1, chunk), n)) for a in range(0, n, max(1, chunk))]
+        step = max(1, chunk)
+        spans = [(a, min(a + step, n)) for a in range(0, n, step)]
         if executor is None or len(spans) <= 1:
             for a, b in spans:
                 self._build_rows(out, positions, where, a, b)
@@ -314,13 +315,6 @@ class BatchBuilder:
             return x
         pad = np.zeros((*x.shape[:-1], dim - x.shape[-1]), np.float32)
         return np.concatenate([x, pad], axis=-1)
-
-
-def concat_batches(parts: Sequence[dict]) -> dict:
-    """Concatenate chunk dicts (same structure) along the row axis."""
-    first = parts[0]
-    return {k: (concat_batches([p[k] for p in parts]) if isinstance(v, dict)
-                else np.concatenate([p[k] for p in parts])) for k, v in first.items()}
 
 
 def chunk_rows(rows: int, threads: int, max_chunk: int = 16) -> int:
