@@ -11,6 +11,7 @@ where the stream starts never change a batch's content.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -165,16 +166,19 @@ class BatchBuilder:
             out["action_dim_is_pad"] = np.zeros((n, s.action_dim), bool)
         return out
 
-    def build(self, positions: np.ndarray, executor: Executor | None = None, chunk: int = 16) -> dict:
+    def build(self, positions: np.ndarray, executor: Executor | None = None, chunk: int = 16,
+              where: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
         """The rows at `positions`, filled in place into one preallocated batch.
 
         With an `executor`, slices of `chunk` rows are read and decoded on its threads (image decoding
         releases the GIL); each thread writes only its own rows, so the result does not depend on it.
+        `where`: `locate(positions)` if the caller already has it.
         """
         positions = np.asarray(positions, np.int64)
         n = len(positions)
         out = self.allocate(n)
-        where = self.locate(positions)
+        if where is None:
+            where = self.locate(positions)
         step = max(1, chunk)
         spans = [(a, min(a + step, n)) for a in range(0, n, step)]
         if executor is None or len(spans) <= 1:
@@ -329,18 +333,49 @@ class _BatchJob:
     over a thread pool shared by the batches in flight (created on first use, in the process that uses it).
     """
 
+    # Positions are located for this many rows' worth of whole batches at once: locating (the sampling
+    # math, many small numpy operations) costs about the same for 32 positions as for 512, and it holds
+    # the GIL that the decoding threads need.
+    LOCATE_ROWS = 512
+    # Located blocks kept: the batches in flight (prefetch, threads) span at most a few blocks.
+    LOCATED_BLOCKS = 4
+
     def __init__(self, builder: BatchBuilder, global_batch: int, host_start: int, rows: int, threads: int):
         self.builder, self.global_batch, self.host_start, self.rows = builder, global_batch, host_start, rows
         self.threads = threads
         self.chunk = chunk_rows(rows, threads)
+        self.block = max(1, self.LOCATE_ROWS // max(1, rows))  # batches per located block
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._located: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_executor": None, "_lock": None}
+        return {**self.__dict__, "_executor": None, "_lock": None, "_located": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _lock=threading.Lock())
+        self.__dict__.update(state, _lock=threading.Lock(), _located=OrderedDict())
+
+    def _positions(self, first_batch: int, count: int) -> np.ndarray:
+        """This host's positions of batches first_batch .. first_batch + count - 1, in order."""
+        starts = (first_batch + np.arange(count, dtype=np.int64)) * self.global_batch + self.host_start
+        return (starts[:, None] + np.arange(self.rows, dtype=np.int64)[None, :]).reshape(-1)
+
+    def _where(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """locate() of batch b's positions, sliced from its block's (located once, kept for a while)."""
+        block = b // self.block
+        with self._lock:
+            located = self._located.get(block)
+            if located is not None:
+                self._located.move_to_end(block)
+        if located is None:
+            # Two threads may locate the same block at once: same result, the second one is kept.
+            located = self.builder.locate(self._positions(block * self.block, self.block))
+            with self._lock:
+                self._located[block] = located
+                while len(self._located) > self.LOCATED_BLOCKS:
+                    self._located.popitem(last=False)
+        a = (b - block * self.block) * self.rows
+        return tuple(x[a:a + self.rows] for x in located)
 
     def _pool(self) -> ThreadPoolExecutor | None:
         if self.threads <= 1:
@@ -351,9 +386,8 @@ class _BatchJob:
             return self._executor
 
     def __call__(self, b: int) -> dict:
-        first = int(b) * self.global_batch + self.host_start
-        positions = np.arange(first, first + self.rows, dtype=np.int64)
-        return self.builder.build(positions, self._pool(), self.chunk)
+        b = int(b)
+        return self.builder.build(self._positions(b, 1), self._pool(), self.chunk, self._where(b))
 
 
 def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: int, rows_per_host: int,

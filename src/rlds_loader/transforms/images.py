@@ -3,9 +3,11 @@
 Two entry points:
 
 - ``decode_resize``: the camera path. Any JPEG/PNG (gray, gray+alpha, RGB, RGBA, palette, 8 or 16 bit)
-  -> uint8 RGB ``[h, w, 3]``. JPEGs go through libjpeg-turbo (``simplejpeg``), decoding directly at a
-  reduced scale (DCT scaling) when the target is at most half the source in both dimensions, then
-  OpenCV's bit-exact bilinear resize (below 2x reduction) or Pillow's antialiasing BILINEAR (beyond).
+  -> uint8 RGB ``[h, w, 3]``. JPEGs go through libjpeg-turbo (``simplejpeg``) with the options that give
+  TensorFlow's ``decode_jpeg`` pixels (the feature codec's: fast integer IDCT, smooth chroma upsampling),
+  decoding directly at a reduced scale (DCT scaling) when the target is at most half the source in both
+  dimensions, then OpenCV's bit-exact bilinear resize (below 2x reduction) or Pillow's antialiasing
+  BILINEAR (beyond).
 - ``decode_resize_any``: every other image feature (depth maps, masks, ...). Keeps the stored dtype and
   channel count: ``[h, w, C]`` of uint8 or uint16, decoded by the feature codec
   (``tfds.features.image_codec.decode_native``, the same decoder the reader uses), resized like ``resize``.
@@ -13,7 +15,7 @@ Two entry points:
 ``resize`` and the "pad" mode stretch or fit with Pillow's BILINEAR filter (antialiasing on downscale), the
 filter openpi's ``resize_with_pad`` is defined by.
 
-Everything is deterministic (the same bytes give the same pixels: libjpeg-turbo's integer IDCT, OpenCV's
+Everything is deterministic (the same bytes give the same pixels: libjpeg-turbo's integer IDCTs, OpenCV's
 fixed-point INTER_LINEAR_EXACT and Pillow's resampling do not depend on threads or CPU features), and the
 heavy parts release the GIL, so decoding scales with threads.
 """
@@ -29,7 +31,7 @@ import simplejpeg
 from PIL import Image
 
 from rlds_loader.errors import CorruptRecordError
-from rlds_loader.tfds.features.image_codec import decode_native
+from rlds_loader.tfds.features.image_codec import JPEG_DECODE_OPTIONS, decode_native
 from rlds_loader.tfds.features.image_codec import image_format as codec_image_format
 
 __all__ = [
@@ -281,12 +283,12 @@ def _decode_jpeg_rgb(
     try:
         if target is None or decoded_hw == target:
             if _writable_into(out, (*decoded_hw, 3)):
-                simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out, **kwargs)
+                simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out, **JPEG_DECODE_OPTIONS, **kwargs)
                 return out
-            return _deliver(simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs), out)
+            return _deliver(simplejpeg.decode_jpeg(data, colorspace="RGB", **JPEG_DECODE_OPTIONS, **kwargs), out)
         if _opencv_reduction(decoded_hw, target):
             return _decode_resize_rgbx(data, kwargs, decoded_hw, target, out)
-        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", **kwargs)
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", **JPEG_DECODE_OPTIONS, **kwargs)
     except ValueError:
         return None
     return _resize_rgb8(rgb, target, out)
@@ -304,7 +306,7 @@ def _decode_resize_rgbx(
     """
     height, width = target
     decoded = _scratch("decoded", 4 * decoded_hw[0] * decoded_hw[1])
-    rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=decoded, **kwargs)
+    rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=decoded, **JPEG_DECODE_OPTIONS, **kwargs)
     small = _scratch("resized", 4 * height * width).reshape(height, width, 4)
     cv2.resize(rgbx, (width, height), dst=small, interpolation=cv2.INTER_LINEAR_EXACT)
     if not _writable_into(out, (height, width, 3)):

@@ -29,6 +29,10 @@ from rlds_loader.errors import CorruptRecordError
 from rlds_loader.tfds.features import _png16
 
 _GRAY_WEIGHTS = (9797, 19234, 3737)  # libpng's default rgb_to_gray coefficients, in 1/32768
+# libjpeg-turbo options that give TensorFlow's `decode_jpeg` pixels (see the module docstring). Its fast
+# integer IDCT is also platform-independent: libjpeg-turbo's own tests check `-dct fast` output against one
+# fixed checksum with and without SIMD (only the float IDCT varies by platform).
+JPEG_DECODE_OPTIONS = {"fastdct": True, "fastupsample": False}
 
 
 def image_format(data: bytes) -> str:
@@ -93,9 +97,7 @@ def _decode_jpeg(data: bytes, channels: int | None, min_height: int | None, min_
         kwargs["min_height"] = int(min_height)
     if min_width:
         kwargs["min_width"] = int(min_width)
-    return simplejpeg.decode_jpeg(
-        data, colorspace="GRAY" if channels == 1 else "RGB", fastdct=True, fastupsample=False, **kwargs
-    )
+    return simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB", **JPEG_DECODE_OPTIONS, **kwargs)
 
 
 def _decode_pillow(data: bytes) -> np.ndarray:
