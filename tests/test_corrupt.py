@@ -198,10 +198,17 @@ def test_loader_with_skip_never_samples_bad_episodes(damaged, tmp_path, extra):
 
 
 def test_loader_never_drops_at_read_time(damaged, tmp_path):
-    """Without verify_images the bad JPEG passes the index; reading it raises, it is not skipped."""
-    root, _, _ = damaged
+    """Without verify_images the bad JPEG passes the index; reading it raises, it is not skipped, and the
+    error names the shard file, the record's byte offset, the key and the step."""
+    root, ds, _ = damaged
     with pytest.warns(CorruptDataWarning):
         loader = _loader(root, tmp_path, "skip")
-    with pytest.raises(CorruptRecordError, match="image"):
+    with pytest.raises(CorruptRecordError, match="image") as caught:
         for i in range(40):  # every frame, several times over
             loader.get_batch(i)
+    path = ds.shard_paths("train")[2]
+    offset = sum(len(tfrecord.encode_record(r)) for r in _records(path)[:2])  # the third record
+    e = caught.value
+    assert (e.path, e.offset) == (path, offset)
+    assert f"{path}: record at byte offset {offset}" in str(e)
+    assert "'steps/observation/front'" in str(e) and "at step 0 " in str(e)

@@ -22,6 +22,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -220,6 +221,11 @@ class FrameIndex:
     @property
     def seg_length(self) -> np.ndarray:
         return np.diff(self.first_frame)
+
+    def location(self, ds: Any, episode: int) -> tuple[str, int]:
+        """(shard file, record byte offset) of an episode of dataset `ds` (an RLDSDataset): for errors."""
+        split = self.splits[int(self.split_id[episode])]
+        return ds.shard_paths(split)[int(self.shard[episode])], int(self.offset[episode])
 
     def locate(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         frame = np.asarray(frame, dtype=np.int64)

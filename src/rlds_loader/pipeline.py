@@ -22,6 +22,7 @@ import numpy as np
 
 from rlds_loader import sampling
 from rlds_loader.episodes import ResolvedKeys
+from rlds_loader.errors import CorruptRecordError
 from rlds_loader.index import FrameIndex
 from rlds_loader.transforms import augment
 from rlds_loader.transforms.images import decode_resize
@@ -107,11 +108,13 @@ def _concat(values: Sequence[np.ndarray], n: int) -> np.ndarray:
 class _RowPlan:
     """One row's step, random choices and the (key, start, stop) step ranges it reads."""
 
+    episode: int
     t: int
     num_steps: int
     lo: int  # first step of the observation window
     goal: int | None
     cameras: list[str]  # cameras shown (not padding, not dropped)
+    camera_keys: dict[str, str | None]  # camera -> the feature path it reads for this row
     texts: list[str | None]  # [language key, *text keys]
     requests: list[tuple[str, int, int]]
 
@@ -237,7 +240,7 @@ class BatchBuilder:
             requests += [(cams[c], goal, goal + 1) for c in shown]
         texts = [lang] + [keys.texts.get(n) for n in s.text_names]
         requests += [(p, t, t + 1) if p.startswith("steps/") else (p, 0, 1) for p in texts if p]
-        return _RowPlan(t, T, lo, goal, shown, texts, requests)
+        return _RowPlan(e, t, T, lo, goal, shown, cams, texts, requests)
 
     def _fill_row(self, out: dict, r: int, k: int, ds: DatasetRuntime, plan: _RowPlan, fetched: list) -> None:
         s = self.schema
@@ -278,10 +281,16 @@ class BatchBuilder:
             out["image_mask"][c][r] = True
             raw = [frames_by_cam[c][0]] * pad_front + list(frames_by_cam[c])
             targets = out["image"][c][r] if W > 1 else out["image"][c][r][None]
-            for w_i, data in enumerate(raw if W > 1 else raw[-1:]):
-                self._image(data, targets[w_i], k, c)
-            if goal_frames is not None:
-                self._image(goal_frames[c], out["goal_image"][c][r], k, c)
+            step = t
+            try:
+                for w_i, data in enumerate(raw if W > 1 else raw[-1:]):
+                    step = lo + max(0, w_i - pad_front) if W > 1 else t
+                    self._image(data, targets[w_i], k, c)
+                if goal_frames is not None:
+                    step = plan.goal
+                    self._image(goal_frames[c], out["goal_image"][c][r], k, c)
+            except CorruptRecordError as e:
+                raise _image_error(ds, plan, c, step, e) from e
 
         text_values = []
         for p in plan.texts:
@@ -319,6 +328,16 @@ class BatchBuilder:
             return x
         pad = np.zeros((*x.shape[:-1], dim - x.shape[-1]), np.float32)
         return np.concatenate([x, pad], axis=-1)
+
+
+def _image_error(ds: DatasetRuntime, plan: _RowPlan, camera: str, step: int, e: CorruptRecordError) -> Exception:
+    """A camera frame that does not decode -> the error naming its shard file, record offset, key and step."""
+    source = ds.source
+    if not (hasattr(source, "ds") and hasattr(source, "frames")):
+        return e
+    path, offset = source.frames.location(source.ds, plan.episode)
+    return CorruptRecordError(f"{path}: record at byte offset {offset}: cannot decode {plan.camera_keys[camera]!r} "
+                              f"(camera {camera!r}) at step {step} of episode {plan.episode}: {e}", path, offset)
 
 
 def chunk_rows(rows: int, threads: int, max_chunk: int = 16) -> int:

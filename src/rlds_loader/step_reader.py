@@ -251,9 +251,7 @@ class StepReader:
 
     def location(self, episode: int) -> tuple[str, int]:
         """(shard file, record offset) of an episode: for error messages."""
-        f = self.frames
-        split = f.splits[int(f.split_id[episode])]
-        return self.ds.shard_paths(split)[int(f.shard[episode])], int(f.offset[episode])
+        return self.frames.location(self.ds, episode)
 
     def read(self, requests: Sequence[StepRequest]) -> list[Any]:
         """The values of every request, in order (see the module docstring). All byte ranges are fetched
