@@ -102,8 +102,31 @@ def check_random_requests(ds, frames: FrameIndex, reader: StepReader, seed: int,
         got = reader.read(reqs)
         for req, g, w in zip(reqs, got, wants, strict=True):
             assert_equal(g, w, f"{req}")
+        check_fetch_many(reader, reqs, wants)
         total += len(reqs)
-    return total
+    # one step of every per-step key: the requests fetch_many plans per key with arrays
+    reqs, wants = [], []
+    for e in range(frames.num_episodes):
+        T = int(frames.num_steps[e])
+        for path, leaf in leaves.items():
+            if leaf.outer_paths == ("steps",) and T:
+                t = int(rng.integers(0, T))
+                reqs.append(StepRequest(e, path, t, t + 1))
+                wants.append(expected(leaf_value(full[e], path), True, t, t + 1))
+    check_fetch_many(reader, reqs, wants)
+    return total + len(reqs)
+
+
+def check_fetch_many(reader: StepReader, reqs: list[StepRequest], wants: list) -> None:
+    """fetch_many, with an episode's consecutive requests in items of up to 3, gives what read gives."""
+    items: list[tuple[int, list]] = []
+    for req in reqs:
+        if not items or items[-1][0] != req.episode or len(items[-1][1]) == 3:
+            items.append((req.episode, []))
+        items[-1][1].append((req.key, req.start, req.stop))
+    got = [v for _, values in zip(items, reader.fetch_many(items), strict=True) for v in values]
+    for req, g, w in zip(reqs, got, wants, strict=True):
+        assert_equal(g, w, f"fetch_many {req}")
 
 
 def to_memory(local_dir: str, name: str) -> str:
@@ -350,3 +373,36 @@ def test_index_cache_round_trip(rich_dir, tmp_path):
     assert rds.fs.exists(f"{rds.path}/.rlds_loader") and not is_mapped(again.layouts.start)
     np.testing.assert_array_equal(again.layouts.item_offset, built.layouts.item_offset)
     assert isinstance(again, EpisodeTable)
+
+
+def test_fetch_many_plans_training_requests_with_arrays(rich_dir, tmp_path, monkeypatch):
+    """A batch's camera frames, instructions and float steps (TFDS-written, keys with ':') are planned per
+    key without going through `read`; every other request still does, with the same results."""
+    ds, frames, _, reader = open_reader(rich_dir, "rich_rlds", "train", str(tmp_path))
+    array_keys = ["steps/observation/image", "steps/language_instruction", "steps/observation/state",
+                  "steps/action/delta", "steps/reward"]
+    items, wants = [], []
+    for e in range(frames.num_episodes):
+        full = full_episode(ds, frames, e)
+        T = int(frames.num_steps[e])
+        t = e % T
+        b = min(T, t + 3)
+        reqs = [(k, t, t + 1) for k in array_keys[:2]] + [(k, t, b) for k in array_keys[2:]]
+        items.append((e, reqs))
+        wants.append([expected(leaf_value(full, k), True, a, z) for k, a, z in reqs])
+
+    def no_read(requests):
+        raise AssertionError(f"read() was used for {requests[:3]}")
+
+    monkeypatch.setattr(reader, "read", no_read)
+    for values, want in zip(reader.fetch_many(items), wants, strict=True):
+        for g, w in zip(values, want, strict=True):
+            assert_equal(g, w, "array path")
+    monkeypatch.undo()
+    # zlib-encoded tensors and other than one step of a camera go through read, mixed with the array path
+    mixed = [(e, reqs + [("steps/observation/joint:pos", 0, 1), ("steps/observation/image", 0, 0)])
+             for e, reqs in items]
+    for (e, reqs), values in zip(mixed, reader.fetch_many(mixed), strict=True):
+        full = full_episode(ds, frames, e)
+        for (k, a, z), g in zip(reqs, values, strict=True):
+            assert_equal(g, expected(leaf_value(full, k), True, a, z), f"{e} {k}")
