@@ -101,6 +101,8 @@ def _concat(values: Sequence[np.ndarray], n: int) -> np.ndarray:
     """Per-step fields [n, ...] -> float32 [n, D] (empty list -> [n, 0])."""
     if not values:
         return np.zeros((n, 0), np.float32)
+    if len(values) == 1:
+        return np.asarray(values[0], np.float32).reshape(n, -1)
     return np.concatenate([np.asarray(v, np.float32).reshape(n, -1) for v in values], axis=1)
 
 

@@ -193,7 +193,8 @@ class StepReader:
         self.frames = frames
         self.tables = dict(tables)
         self._local = protocol_prefix(ds.fs) == ""
-        self.merge_gap = merge_gap if merge_gap is not None else (4096 if self._local else 256 << 10)
+        # Local: a pread costs about as much as copying 16 KB more (4.6 -> 3.9 reads per DROID-like frame).
+        self.merge_gap = merge_gap if merge_gap is not None else ((16 << 10) if self._local else 256 << 10)
         self.max_open_files = max_open_files
         self.cache_records = cache_records
         self._layouts = {s: (self.tables[s].layouts if ds.file_format == "tfrecord" else None)
