@@ -376,9 +376,10 @@ def test_index_cache_round_trip(rich_dir, tmp_path):
 
 
 def test_fetch_many_plans_training_requests_with_arrays(rich_dir, tmp_path, monkeypatch):
-    """A batch's camera frames, instructions and float steps (TFDS-written, keys with ':') are planned per
+    """A batch's camera frames, instructions and float steps (TFDS-written, two splits) are planned per
     key without going through `read`; every other request still does, with the same results."""
-    ds, frames, _, reader = open_reader(rich_dir, "rich_rlds", "train", str(tmp_path))
+    ds, frames, _, reader = open_reader(rich_dir, "rich_rlds", "val+train", str(tmp_path))
+    assert len(set(frames.split_id.tolist())) == 2
     array_keys = ["steps/observation/image", "steps/language_instruction", "steps/observation/state",
                   "steps/action/delta", "steps/reward"]
     items, wants = [], []

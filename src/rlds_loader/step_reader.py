@@ -298,16 +298,21 @@ class StepReader:
         through `read`. Per-request planning in Python held the GIL that the image decoding threads need.
         """
         out: list[list[Any]] = [[None] * len(reqs) for _, reqs in items]
-        groups: dict[str, list[tuple[int, int, int, int, int]]] = {}
+        groups: dict[tuple[str, int], list[tuple[int, int, int, int, int]]] = {}  # (key, split id) -> requests
+        rest: list[tuple[int, int, StepRequest]] = []
+        split_id, episodes = self.frames.split_id, len(self.frames.shard)
         for i, (e, reqs) in enumerate(items):
+            e = int(e)
             for j, (key, a, b) in enumerate(reqs):
-                groups.setdefault(key, []).append((i, j, int(e), int(a), int(b)))
+                if 0 <= e < episodes:
+                    groups.setdefault((key, int(split_id[e])), []).append((i, j, e, int(a), int(b)))
+                else:  # read() raises the error
+                    rest.append((i, j, StepRequest(e, key, a, b)))
         ranges: list[tuple[str, int, int]] = []
         served: list[tuple[str, _Plan, np.ndarray, int]] = []
-        rest: list[tuple[int, int, StepRequest]] = []
-        for key, group in groups.items():
+        for (key, split), group in groups.items():
             table = np.array(group, np.int64).reshape(-1, 5)
-            plan = self._plan_group(key, table, ranges)
+            plan = self._plan_group(key, self.frames.splits[split], table, ranges)
             if plan is None:
                 rest += [(i, j, StepRequest(e, key, a, b)) for i, j, e, a, b in group]
             else:
@@ -333,19 +338,13 @@ class StepReader:
                 out[i][j] = value
         return out
 
-    def _plan_group(self, key: str, table: np.ndarray, ranges: list) -> _Plan | None:
-        """fetch_many's array path for the requests of one key (rows of `table`: item, request, episode,
-        start, stop): appends one byte range per request and returns the key's plan, or returns None (and
-        appends nothing) when any request needs `read` (other feature kinds, steps out of range, layouts
-        that differ from the features, several splits)."""
+    def _plan_group(self, key: str, split: str, table: np.ndarray, ranges: list) -> _Plan | None:
+        """fetch_many's array path for the requests of one key on episodes of one split (rows of `table`:
+        item, request, episode, start, stop): appends one byte range per request and returns the key's plan,
+        or returns None (and appends nothing) when any request needs `read` (other feature kinds, steps out
+        of range, layouts that differ from the features)."""
         f = self.frames
         e, a, b = table[:, 2], table[:, 3], table[:, 4]
-        if e.min() < 0 or e.max() >= len(f.shard):
-            return None
-        split_ids = f.split_id[e]
-        if (split_ids != split_ids[0]).any():
-            return None
-        split = f.splits[int(split_ids[0])]
         plan = self._plans.get((split, key))
         if plan is None:
             leaf = self._leaves.get(key.strip("/"))
