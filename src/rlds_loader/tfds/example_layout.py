@@ -195,7 +195,10 @@ def _entry(buf: Buffer, start: int, end: int) -> tuple[str | None, tuple[int, in
     for s, e in values:  # a Feature sent twice in one entry: protobuf merges the two messages
         current = _feature(buf, s, e, current, key)
     # protobuf's parser (upb) keeps a map entry with unknown fields as an unknown field of the map's
-    # message: the key is then absent from the map
+    # message: the key is then absent from the map. It still parses the entry's Feature first, so a
+    # malformed list inside it fails the whole record: walk it the same way.
+    if unknown and current is not None:
+        field_values(buf, FieldLayout(_KINDS[current[0]], current[1], current[2], False))
     return (None if unknown else key), current
 
 
