@@ -114,6 +114,20 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system, all threads) used so far by this process and its live descendants."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:

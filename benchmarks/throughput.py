@@ -16,8 +16,9 @@ baseline's tf.data ops. The first is the ceiling of any loader that decodes thes
 and resizes them with OpenCV on this machine (`--no-ceiling` skips them).
 
 Each system runs in its own subprocess. Reported per system: frames/s (median of timed windows after a
-warm-up), time from a cold loader to its first batch (rlds_loader's index is built beforehand by a
-warm-up subprocess), and peak RSS (ru_maxrss of the child; "tree" adds any worker processes).
+warm-up), CPU milliseconds per frame and cores kept busy over those windows (user + system time of the
+child and its worker processes), time from a cold loader to its first batch (rlds_loader's index is built
+beforehand by a warm-up subprocess), and peak RSS (ru_maxrss of the child; "tree" adds any worker processes).
 
     .venv/bin/python benchmarks/throughput.py            # full: 200 episodes, ~2-4 minutes
     .venv/bin/python benchmarks/throughput.py --quick    # small, ~1 minute
@@ -237,6 +238,7 @@ def child(args: argparse.Namespace) -> None:
         if time.perf_counter() > deadline - 0.8 * args.budget_s:
             break
     rates = []
+    frames, cpu0, wall0 = 0, C.tree_cpu_s(), time.perf_counter()
     for w in range(args.windows):
         t = time.perf_counter()
         n = 0
@@ -244,10 +246,19 @@ def child(args: argparse.Namespace) -> None:
             next(it)
             n += 1
         rates.append(n * BATCH / (time.perf_counter() - t))
+        frames += n * BATCH
         if w >= 2 and time.perf_counter() > deadline:
             break
+    cpu_s, wall_s = C.tree_cpu_s() - cpu0, time.perf_counter() - wall0
     C.emit({"first_batch_s": first_s, "frames_per_s": C.median(rates), "window_rates": rates,
-            "tree_rss_mb": tree.stop()})
+            "tree_rss_mb": tree.stop(), "cpu_s": cpu_s, "wall_s": wall_s, "frames": frames,
+            **_cpu_figures(cpu_s, wall_s, frames)})
+
+
+def _cpu_figures(cpu_s: float, wall_s: float, frames: int) -> dict:
+    """CPU time per frame (ms) and cores kept busy over the timed windows: the cost of a frame, which the
+    machine's noise moves much less than frames/s."""
+    return {"cpu_ms_per_frame": 1e3 * cpu_s / max(frames, 1), "cores_busy": cpu_s / max(wall_s, 1e-9)}
 
 
 # ------------------------------------------------------------------------------------------ parent side
@@ -332,20 +343,19 @@ def run(args: argparse.Namespace) -> None:
     rows = []
     for system, r in results.items():
         if "error" in r:
-            rows.append([system, "n/a", "n/a", "n/a", "n/a", r["error"]])
+            rows.append([system, "n/a", "n/a", "n/a", "n/a", "n/a", "n/a", r["error"]])
         else:
             spread = f"{min(r['window_rates']):,.0f}-{max(r['window_rates']):,.0f}"
-            rows.append([system, r["frames_per_s"], r["first_batch_s"], r["peak_rss_mb"],
-                         r.get("tree_rss_mb"), f"windows {spread} frames/s"])
+            rows.append([system, r["frames_per_s"], r.get("cpu_ms_per_frame"), r.get("cores_busy"),
+                         r["first_batch_s"], r["peak_rss_mb"], r.get("tree_rss_mb"), f"windows {spread} frames/s"])
+    columns = ("frames_per_s", "cpu_ms_per_frame", "cores_busy", "first_batch_s", "peak_rss_mb", "tree_rss_mb")
     for label, top, bottom in pairs:
         mine, base = results[top], results[bottom]
-        # Against an images-only row only frames/s compares like with like.
-        keys = ("frames_per_s",) if IMAGES_OURS in (top, bottom) else ("frames_per_s", "first_batch_s",
-                                                                       "peak_rss_mb", "tree_rss_mb")
-        rows.append([label, *[C.ratio(mine.get(k), base.get(k)) if k in keys else ""
-                              for k in ("frames_per_s", "first_batch_s", "peak_rss_mb", "tree_rss_mb")], ""])
-    C.print_table(["system", "frames/s (median)", "first batch s", "peak RSS MB", "peak RSS MB (tree)",
-                   "notes"], rows)
+        # Against an images-only row only the per-frame figures compare like with like.
+        keys = (columns[:3] if IMAGES_OURS in (top, bottom) else columns)
+        rows.append([label, *[C.ratio(mine.get(k), base.get(k)) if k in keys else "" for k in columns], ""])
+    C.print_table(["system", "frames/s (median)", "CPU ms/frame", "cores busy", "first batch s", "peak RSS MB",
+                   "peak RSS MB (tree)", "notes"], rows)
     if args.s3:
         big, small = calibration["largest_file"], calibration["1mb_object"]
         print(f"S3 server calibration (same run): a 25 KB range GET takes {big['ms_per_get']:.1f} ms on a "
@@ -380,10 +390,12 @@ def _pool(runs: list[dict]) -> dict:
     if not good:
         return runs[0]
     rates = [x for r in good for x in r["window_rates"]]
+    cpu_s, wall_s, frames = (sum(r[k] for r in good) for k in ("cpu_s", "wall_s", "frames"))
     return {"frames_per_s": C.median(rates), "window_rates": rates, "rounds": len(good),
             "first_batch_s": C.median([r["first_batch_s"] for r in good]),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
-            "tree_rss_mb": max(r["tree_rss_mb"] for r in good)}
+            "tree_rss_mb": max(r["tree_rss_mb"] for r in good),
+            "cpu_s": cpu_s, "wall_s": wall_s, "frames": frames, **_cpu_figures(cpu_s, wall_s, frames)}
 
 
 def _tf_has_s3() -> bool:
