@@ -128,6 +128,18 @@ class BatchBuilder:
         self.plan = plan
         self.datasets = list(datasets)
         self.schema = schema
+        self._fixed = [self._fixed_choices(ds) for ds in self.datasets]
+
+    def _fixed_choices(self, ds: DatasetRuntime) -> tuple | None:
+        """(camera -> key, cameras shown, text keys) of every row of `ds` when nothing about them is drawn at
+        random (one candidate key each, no goal, no camera dropout); None otherwise."""
+        s, keys = self.schema, ds.keys
+        if (s.goal or s.dropout or len(keys.language) > 1
+                or any(ps is not None and len(ps) > 1 for ps in keys.images.values())):
+            return None
+        cams = {c: (None if ps is None else ps[0]) for c, ps in keys.images.items()}
+        texts = [keys.language[0] if keys.language else None] + [keys.texts.get(n) for n in s.text_names]
+        return cams, [c for c in s.cameras if cams.get(c)], texts
 
     @property
     def frames(self) -> list[FrameIndex]:
@@ -201,8 +213,8 @@ class BatchBuilder:
         per dataset, every range in flight together."""
         pos = positions[a:b]
         d, episode, step = (x[a:b] for x in where)
-        plans = [self._plan_row(int(k), self.datasets[int(d[r])], int(episode[r]), int(step[r]))
-                 for r, k in enumerate(pos.tolist())]
+        plans = [self._plan_row(k, i, e, t)
+                 for k, i, e, t in zip(pos.tolist(), d.tolist(), episode.tolist(), step.tolist(), strict=True)]
         values: list[list[Any]] = [[] for _ in plans]
         for i in np.unique(d).tolist():
             rows = np.flatnonzero(d == i).tolist()
@@ -215,32 +227,37 @@ class BatchBuilder:
         out["episode_index"][a:b] = episode
         out["step_index"][a:b] = step
 
-    def _plan_row(self, k: int, ds: DatasetRuntime, e: int, t: int) -> _RowPlan:
-        """The random choices of position k and the step ranges its row needs: pure."""
-        s, keys = self.schema, ds.keys
+    def _plan_row(self, k: int, i: int, e: int, t: int) -> _RowPlan:
+        """The random choices of position k (dataset i, episode e, step t) and the step ranges its row needs:
+        pure."""
+        s, ds = self.schema, self.datasets[i]
+        keys = ds.keys
         T = int(ds.frames.num_steps[e])
         W, H = s.window_size, s.action_horizon
         lo = max(0, t - W + 1)
-        random = (s.goal or s.dropout or len(keys.language) > 1
-                  or any(ps is not None and len(ps) > 1 for ps in keys.images.values()))
-        rng = augment.rng_for(s.seed, k, "sample") if random else None  # a Generator costs ~15 us: only if used
-        # Random choices, always drawn in this order so a position gets the same ones on every host.
-        cams = {c: (None if ps is None else ps[int(rng.integers(len(ps)))] if len(ps) > 1 else ps[0])
-                for c, ps in keys.images.items()}
-        lang = (keys.language[int(rng.integers(len(keys.language)))] if len(keys.language) > 1
-                else keys.language[0] if keys.language else None)
-        goal = int(rng.integers(t, T)) if s.goal else None
-        available = [cams.get(c) is not None for c in s.cameras]
-        dropped = (augment.choose_dropout(rng, list(s.cameras), s.dropout, available) if s.dropout
-                   else [False] * len(s.cameras))
-        shown = [c for c, drop in zip(s.cameras, dropped, strict=True) if cams.get(c) and not drop]
+        goal = None
+        fixed = self._fixed[i]
+        if fixed is not None:
+            cams, shown, texts = fixed
+        else:
+            rng = augment.rng_for(s.seed, k, "sample")  # a Generator costs ~15 us: only when a choice is drawn
+            # Random choices, always drawn in this order so a position gets the same ones on every host.
+            cams = {c: (None if ps is None else ps[int(rng.integers(len(ps)))] if len(ps) > 1 else ps[0])
+                    for c, ps in keys.images.items()}
+            lang = (keys.language[int(rng.integers(len(keys.language)))] if len(keys.language) > 1
+                    else keys.language[0] if keys.language else None)
+            goal = int(rng.integers(t, T)) if s.goal else None
+            available = [cams.get(c) is not None for c in s.cameras]
+            dropped = (augment.choose_dropout(rng, list(s.cameras), s.dropout, available) if s.dropout
+                       else [False] * len(s.cameras))
+            shown = [c for c, drop in zip(s.cameras, dropped, strict=True) if cams.get(c) and not drop]
+            texts = [lang] + [keys.texts.get(n) for n in s.text_names]
 
         requests = [(p, lo, t + 1) for p in keys.state] + [(p, t, min(t + H, T)) for p in keys.actions]
         requests += [(cams[c], lo, t + 1) for c in shown]
         if goal is not None:
             requests += [(p, goal, goal + 1) for p in keys.state]
             requests += [(cams[c], goal, goal + 1) for c in shown]
-        texts = [lang] + [keys.texts.get(n) for n in s.text_names]
         requests += [(p, t, t + 1) if p.startswith("steps/") else (p, 0, 1) for p in texts if p]
         return _RowPlan(e, t, T, lo, goal, shown, cams, texts, requests)
 
