@@ -33,16 +33,12 @@ B = scenario.BATCH
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> str:
-    root = scenario.write_data(str(tmp_path_factory.mktemp("mh_data")))
-    rl.create_data_loader(scenario.make_config(root), 0, 1)  # build the index caches once, for every process
-    return root
+    return scenario.prepared_data(str(tmp_path_factory.mktemp("mh_data")))
 
 
 @pytest.fixture(scope="module")
 def reference(data_root) -> list[dict]:
-    """An uninterrupted single-process run: global batches 0..5 as numpy."""
-    loader = rl.create_data_loader(scenario.make_config(data_root), 0, 1)
-    return [batch for _, batch in zip(range(6), loader, strict=False)]
+    return scenario.reference_batches(data_root, 6)
 
 
 @pytest.fixture

@@ -25,6 +25,19 @@ def write_data(root: str) -> str:
     return root
 
 
+def prepared_data(root: str) -> str:
+    """write_data, then one index build: every process of a test then finds the index caches."""
+    write_data(root)
+    rl.create_data_loader(make_config(root), 0, 1)
+    return root
+
+
+def reference_batches(root: str, n: int) -> list[dict]:
+    """An uninterrupted single-process run: global batches 0..n-1 as numpy."""
+    loader = rl.create_data_loader(make_config(root), 0, 1)
+    return [batch for _, batch in zip(range(n), loader, strict=False)]
+
+
 def make_config(root: str) -> rl.LoaderConfig:
     def dcfg(name: str, weight: float) -> rl.DatasetConfig:
         cameras = {"primary": "front", "wrist": "wrist" if name == "alpha" else None}  # beta: padding wrist
