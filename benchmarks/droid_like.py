@@ -285,9 +285,9 @@ class Episodes:
 
 # ------------------------------------------------------------------------------------------------- writing
 
-def _features_ours():
-    from rlds_loader.tfds import features as f
-
+def _features(f):
+    """The dataset's features, built with `f`: our `rlds_loader.tfds.features` or TFDS's `tfds.features`
+    (the same constructors), so both writers write one schema."""
     image = f.Image(shape=(HEIGHT, WIDTH, 3), dtype=np.uint8, encoding_format="jpeg")
     return f.FeaturesDict({
         "steps": f.Dataset({
@@ -310,9 +310,10 @@ def _features_ours():
 
 
 def _write_ours(params: Params, out: Path) -> None:
+    from rlds_loader.tfds import features
     from rlds_loader.tfds.writer import write_dataset
 
-    write_dataset(str(out), NAME, _features_ours(), splits={"train": Episodes(params)},
+    write_dataset(str(out), NAME, _features(features), splits={"train": Episodes(params)},
                   num_shards=params.shards)
 
 
@@ -322,30 +323,11 @@ def _write_tfds(params: Params, out: Path) -> None:
 
     tfds.disable_progress_bar()
 
-    feats = tfds.features
-    image = feats.Image(shape=(HEIGHT, WIDTH, 3), encoding_format="jpeg")
-
     class DroidLike(tfds.core.GeneratorBasedBuilder):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=feats.FeaturesDict({
-                "steps": feats.Dataset({
-                    "observation": {
-                        CAMERAS[0]: image, CAMERAS[1]: image,
-                        "cartesian_position": feats.Tensor(shape=(7,), dtype=np.float64),
-                        "gripper_position": feats.Tensor(shape=(1,), dtype=np.float64),
-                    },
-                    "action": feats.Tensor(shape=(7,), dtype=np.float64),
-                    "language_instruction": feats.Text(),
-                    "is_first": feats.Scalar(dtype=np.bool_),
-                    "is_last": feats.Scalar(dtype=np.bool_),
-                    "is_terminal": feats.Scalar(dtype=np.bool_),
-                    "reward": feats.Scalar(dtype=np.float32),
-                    "discount": feats.Scalar(dtype=np.float32),
-                }),
-                "episode_metadata": {"file_path": feats.Text()},
-            }))
+            return tfds.core.DatasetInfo(builder=self, features=_features(tfds.features))
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples()}
