@@ -86,7 +86,7 @@ class DatasetRuntime:
     """What the batch builder needs of one dataset: where steps come from and how to transform them."""
 
     name: str
-    source: Any  # .fetch(episode, [(key, start, stop), ...]) -> values
+    source: Any  # .fetch_many([(episode, [(key, start, stop), ...]), ...]) -> values; .ds: its RLDSDataset
     frames: FrameIndex
     keys: ResolvedKeys
     state_dim: int
@@ -349,12 +349,10 @@ class BatchBuilder:
         return np.concatenate([x, pad], axis=-1)
 
 
-def _image_error(ds: DatasetRuntime, plan: _RowPlan, camera: str, step: int, e: CorruptRecordError) -> Exception:
+def _image_error(ds: DatasetRuntime, plan: _RowPlan, camera: str, step: int,
+                 e: CorruptRecordError) -> CorruptRecordError:
     """A camera frame that does not decode -> the error naming its shard file, record offset, key and step."""
-    source = ds.source
-    if not (hasattr(source, "ds") and hasattr(source, "frames")):
-        return e
-    path, offset = source.frames.location(source.ds, plan.episode)
+    path, offset = ds.frames.location(ds.source.ds, plan.episode)
     return CorruptRecordError(f"{path}: record at byte offset {offset}: cannot decode {plan.camera_keys[camera]!r} "
                               f"(camera {camera!r}) at step {step} of episode {plan.episode}: {e}", path, offset)
 
