@@ -319,18 +319,12 @@ class StepReader:
                 served.append((key, plan, table, len(ranges) - len(group)))
         blobs = self._fetch(ranges) if ranges else []
         for key, plan, table, first in served:
-            dtype = shape = None
-            if plan.fast == "numeric":
-                dtype, shape = plan.leaf.feature.dtype, plan.leaf.feature.shape
             for r, (i, j, e, a, b) in enumerate(table.tolist()):
                 blob = blobs[first + r]
-                try:
-                    if plan.fast == "image":
-                        out[i][j] = [blob if isinstance(blob, bytes) else bytes(blob)]
-                    elif plan.fast == "text":
-                        out[i][j] = [bytes(blob).decode("utf-8", "replace")]
-                    else:
-                        out[i][j] = decode_floats(blob, True).astype(dtype, copy=False).reshape((b - a, *shape))
+                try:  # the byte range is one item (camera, text) or the packed floats of the steps
+                    values = (decode_floats(blob, True) if plan.fast == "numeric"
+                              else [blob if isinstance(blob, bytes) else bytes(blob)])
+                    out[i][j] = _fast_result(plan, values, b - a)
                 except Exception as exc:
                     self._reraise(StepRequest(e, key, a, b), exc)
         if rest:
@@ -345,13 +339,8 @@ class StepReader:
         of range, layouts that differ from the features)."""
         f = self.frames
         e, a, b = table[:, 2], table[:, 3], table[:, 4]
-        plan = self._plans.get((split, key))
-        if plan is None:
-            leaf = self._leaves.get(key.strip("/"))
-            if leaf is None:
-                return None
-            plan = self._plans[(split, key)] = _plan(leaf, self._layouts[split])
-        if not (plan.partial and plan.per_step and plan.fast is not None and len(plan.parts) == 1):
+        plan = self._key_plan(split, key)
+        if plan is None or not (plan.partial and plan.per_step and plan.fast is not None and len(plan.parts) == 1):
             return None
         if (a < 0).any() or (a > b).any() or (b > f.num_steps[e]).any():
             return None
@@ -383,18 +372,25 @@ class StepReader:
         if not 0 <= e < len(f.shard):
             raise IndexError(f"episode {e} out of range: the FrameIndex has {len(f.shard)} episodes")
         split = f.splits[int(f.split_id[e])]
-        plan = self._plans.get((split, req.key))
+        plan = self._key_plan(split, req.key)
         if plan is None:
-            leaf = self._leaves.get(req.key.strip("/"))
-            if leaf is None:
-                raise FeatureKeyError(f"no feature {req.key!r}; the features are: {', '.join(self._leaves)}")
-            plan = self._plans[(split, req.key)] = _plan(leaf, self._layouts[split])
+            raise FeatureKeyError(f"no feature {req.key!r}; the features are: {', '.join(self._leaves)}")
         if plan.per_step:
             steps = int(f.num_steps[e])
             if not 0 <= req.start <= req.stop <= steps:
                 raise IndexError(f"steps [{req.start}, {req.stop}) of episode {e} ({steps} steps) "
                                  f"of {req.key!r}")
         return plan, split
+
+    def _key_plan(self, split: str, key: str) -> _Plan | None:
+        """How to read `key` in `split` (made once, then cached); None when there is no such feature."""
+        plan = self._plans.get((split, key))
+        if plan is None:
+            leaf = self._leaves.get(key.strip("/"))
+            if leaf is None:
+                return None
+            plan = self._plans[(split, key)] = _plan(leaf, self._layouts[split])
+        return plan
 
     def _pieces(self, req: StepRequest, plan: _Plan, split: str, ranges: list) -> list | None:
         """Per flat key of the leaf: (part, kind code, how to decode, index into ranges), appending the byte
@@ -537,13 +533,7 @@ class StepReader:
                     values = values[n * a:n * b]
                 flat[part.key] = values
         if plan.fast is not None and kinds_ok:
-            values = flat[plan.parts[0].key]
-            if plan.fast == "image":
-                return list(values)
-            if plan.fast == "text":
-                return [v.decode("utf-8", "replace") for v in values]
-            feature = plan.leaf.feature
-            return np.asarray(values).astype(feature.dtype, copy=False).reshape((b - a, *feature.shape))
+            return _fast_result(plan, flat[plan.parts[0].key], b - a)
         return _convert(self._decode_leaf(plan.leaf, flat), plan.per_step, None)
 
     def _decode_leaf(self, leaf: Leaf, flat: Mapping[str, Any]) -> Any:
@@ -582,6 +572,18 @@ class StepReader:
             while len(self._records) > self.cache_records:
                 self._records.popitem(last=False)
         return flat
+
+
+def _fast_result(plan: _Plan, values: Any, steps: int) -> Any:
+    """A one-key leaf's values for `steps` steps (bytes items, or the numbers of a numeric list) -> what a
+    request returns: list[bytes] for images, list[str] for text, an array [steps, *shape] in the feature's
+    dtype for numbers."""
+    if plan.fast == "image":
+        return list(values)
+    if plan.fast == "text":
+        return [v.decode("utf-8", "replace") for v in values]
+    feature = plan.leaf.feature
+    return np.asarray(values).astype(feature.dtype, copy=False).reshape((steps, *feature.shape))
 
 
 def _convert(value: Any, per_step: bool, window: tuple[int, int] | None) -> Any:
