@@ -24,6 +24,7 @@ import uuid
 
 import fsspec
 import pytest
+from fresh_python import run_python
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -195,10 +196,7 @@ def test_huge_length_field_allocates_nothing_big(tmp_path, length):
     path = str(tmp_path / "huge.tfrecord")
     data = _valid_header(length) + os.urandom(5000)
     open(path, "wb").write(data)
-    run = subprocess.run([sys.executable, "-c", _HUGE_LENGTH_CHILD, path, str(length)], capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    peak = int(run.stdout.split()[-1])
+    peak = int(run_python(_HUGE_LENGTH_CHILD, path, str(length), timeout=120).split()[-1])
     assert peak < 1 << 20, peak
 
 

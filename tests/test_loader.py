@@ -8,14 +8,13 @@ import json
 import os
 import pickle
 import random
-import subprocess
-import sys
 import uuid
 import warnings
 
 import numpy as np
 import pytest
 from batches import assert_tree_equal, concat_hosts, take
+from fresh_python import run_python
 from robot_data import write_robot_dataset
 
 import rlds_loader as rl
@@ -130,10 +129,7 @@ def _traced_peak(cfg: rl.LoaderConfig, n: int, tmp_path) -> tuple[int, list[list
     tracemalloc counts every thread's allocations, and other tests' servers (moto) run threads in this one."""
     path = tmp_path / f"config-{uuid.uuid4().hex[:8]}.pkl"
     path.write_bytes(pickle.dumps(cfg))
-    run = subprocess.run([sys.executable, "-c", _TRACED_PEAK_CHILD, str(path), str(n)], capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = json.loads(run_python(_TRACED_PEAK_CHILD, str(path), str(n)).strip().splitlines()[-1])
     return result["peak"], result["seen"]
 
 

@@ -8,9 +8,9 @@ it is missing. The child records the stack of the first attempt to import either
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from fresh_python import run_python
 
 CHILD = textwrap.dedent(r"""
     import importlib.abc, pkgutil, sys, tempfile, traceback
@@ -81,8 +81,6 @@ CHILD = textwrap.dedent(r"""
 
 
 def test_no_tensorflow_at_run_time(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.startswith("modules ")
-    assert int(proc.stdout.split()[1]) >= 5  # the walk found the package's modules
+    out = run_python(CHILD, cwd=str(tmp_path), timeout=120)
+    assert out.startswith("modules ")
+    assert int(out.split()[1]) >= 5  # the walk found the package's modules
