@@ -8,6 +8,7 @@ child prints one line `RESULT <json>` on stdout as its last act. Everything else
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +82,18 @@ def fmt(x: float | int | str | None, digits: int = 2) -> str:
     if abs(x) >= 100:
         return f"{x:,.0f}"
     return f"{x:.{digits}f}"
+
+
+def main_or_child(parser: argparse.ArgumentParser, children: Mapping[str, Callable[[argparse.Namespace], None]],
+                  run: Callable[[argparse.Namespace], None], name: str | None = None) -> None:
+    """Parse the command line and run the script (`run`), or, given the hidden `--child NAME` a script passes
+    to itself (`run_child`), measure one system in this process (`children[NAME]`). `--data-dir` and `--name`
+    (default `name`) say where that child's dataset is."""
+    parser.add_argument("--child", choices=sorted(children), help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--name", default=name, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    (children[args.child] if args.child else run)(args)
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

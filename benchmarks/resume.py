@@ -294,19 +294,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     droid_like.add_arguments(parser)
     parser.add_argument("--shuffle-buffer", type=int, help="tf.data shuffle buffer in frames (default 10000)")
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--name", default=droid_like.NAME, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--saves", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--warm-batches", type=int, default=50, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        CHILDREN[args.child](args)
-    else:
-        run(args)
+    C.main_or_child(parser, CHILDREN, run, droid_like.NAME)
 
 
 if __name__ == "__main__":

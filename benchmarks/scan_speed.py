@@ -107,14 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     droid_like.add_arguments(parser)
-    parser.add_argument("--child", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--name", default=droid_like.NAME, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
-    else:
-        run(args)
+    C.main_or_child(parser, dict.fromkeys(SYSTEMS, child), run, droid_like.NAME)
 
 
 if __name__ == "__main__":

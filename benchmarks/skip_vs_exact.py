@@ -260,17 +260,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, help="episodes in the dataset (default 100, --quick 24)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
     parser.add_argument("--shuffle-buffer", type=int, help="tf.data shuffle buffer in frames")
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--system", choices=sorted(SYSTEMS), help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--ns", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        CHILDREN[args.child](args)
-    else:
-        run(args)
+    C.main_or_child(parser, CHILDREN, run)
 
 
 if __name__ == "__main__":

@@ -425,18 +425,11 @@ def main() -> None:
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip the images-only runs (JPEG decode + resize of the same frames, no loader)")
-    parser.add_argument("--child", choices=("tfdata", "rlds_loader", "images-ours", "images-tf"),
-                        help=argparse.SUPPRESS)
     parser.add_argument("--jpegs", help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--name", default=droid_like.NAME, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--index-only", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
-    else:
-        run(args)
+    C.main_or_child(parser, dict.fromkeys(("tfdata", "rlds_loader", "images-ours", "images-tf"), child), run,
+                    droid_like.NAME)
 
 
 if __name__ == "__main__":
