@@ -92,7 +92,9 @@ class _Plan:
 
 
 def _plan(leaf: Leaf, layouts: StepLayouts | None) -> _Plan:
-    per_step = leaf.outer_paths == (STEPS,) and len(leaf.outer) == 1
+    # Per step: any leaf under the steps, a Sequence inside a step too (its steps are sliced like the others').
+    per_step = leaf.outer_paths[:1] == (STEPS,)
+    one_level = len(leaf.outer) == 1
     columns = {k: i for i, k in enumerate(layouts.keys)} if layouts is not None else {}
     items = {k: i for i, k in enumerate(layouts.item_keys)} if layouts is not None else {}
     parts = []
@@ -102,7 +104,7 @@ def _plan(leaf: Leaf, layouts: StepLayouts | None) -> _Plan:
         parts.append(_Part(key, columns.get(key), items.get(key), n, _WIRE_CODES[wire_kind(dtype)]))
     feature = leaf.feature
     fast = None
-    if per_step and len(parts) == 1:
+    if per_step and one_level and len(parts) == 1:
         if isinstance(feature, Image):
             fast = "image"
         elif isinstance(feature, Text):
@@ -110,7 +112,8 @@ def _plan(leaf: Leaf, layouts: StepLayouts | None) -> _Plan:
         elif isinstance(feature, Tensor) and feature.encoding == "none" and feature.dtype != STRING:
             fast = "numeric"
     partial = (layouts is not None and len(leaf.outer) <= 1
-               and all(p.column is not None and (p.per_step is not None or not per_step) for p in parts))
+               and all(p.column is not None and (p.per_step is not None or not (per_step and one_level))
+                       for p in parts))
     return _Plan(leaf, per_step, tuple(parts), fast, partial)
 
 
