@@ -75,6 +75,28 @@ def resolve_keys(cfg: DatasetConfig, leaves: Sequence[str]) -> ResolvedKeys:
     return ResolvedKeys(images, state, actions, language, texts)
 
 
+def check_cameras(name: str, resolved: ResolvedKeys, leaves: Sequence[Any]) -> None:
+    """Every camera key must name one encoded image per step: an Image feature (or a string tensor of encoded
+    bytes) directly in the steps. A Sequence of images per step, a Video or an episode-level image is a
+    ConfigError naming the camera and what the key holds (otherwise the first batch would blame the data)."""
+    by_path = {leaf.path: leaf for leaf in leaves}
+    for cam, paths in resolved.images.items():
+        for path in paths or ():
+            leaf = by_path.get(path)
+            if leaf is None:
+                continue
+            kind, outer, shape = leaf.feature.TYPE_NAME, len(leaf.outer), tuple(leaf.feature.shape)
+            encoded = kind == "Image" or (kind in ("Tensor", "Scalar") and np.dtype(leaf.feature.dtype).kind in "OSU"
+                                          and shape == ())
+            if path.startswith("steps/") and outer == 1 and encoded:
+                continue
+            holds = ("an episode-level feature" if outer == 0 else
+                     "a sequence of images in each step" if encoded else
+                     f"a {kind} of shape {shape}, not an encoded image")
+            raise ConfigError(f"dataset {name!r}: camera {cam!r} -> {path!r} is {holds}; a camera key must name "
+                              "one encoded image per step (an Image feature in the steps)")
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested episode dict -> {"a/b/c": leaf}."""
     out: dict[str, Any] = {}
@@ -87,11 +109,26 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def stack_steps(value: np.ndarray) -> np.ndarray:
+    """An object array of per-step values (how ragged features are read) -> one array [T, ...] when every
+    step has the same shape; otherwise the object array unchanged (the caller says why it needs one shape)."""
+    items = [np.asarray(v) for v in value]
+    if items and all(v.dtype.kind != "O" and v.shape == items[0].shape for v in items):
+        return np.stack(items)
+    return value
+
+
 def _as_steps(path: str, value: Any, num_steps: int) -> Any:
-    """Normalize one flat field: per-step text -> list[str]; episode-level values kept as they are."""
+    """Normalize one flat field: per-step text -> list[str]; per-step arrays of one shape held in an object
+    array (ragged features: dynamic-shape tensors, Sequences) -> one stacked array [T, ...]; episode-level
+    values kept as they are."""
     if path.startswith("steps/"):
-        if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+        if isinstance(value, np.ndarray) and value.dtype.kind in "SU":
             return [to_str(v) for v in value]
+        if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+            if len(value) and all(isinstance(v, str | bytes) for v in value):
+                return [to_str(v) for v in value]
+            return stack_steps(value)
         if isinstance(value, list) and value and isinstance(value[0], (str, bytes)):
             return [to_str(v) for v in value]
         return value

@@ -21,7 +21,7 @@ import numpy as np
 from rlds_loader import sampling
 from rlds_loader.config import DatasetConfig, LoaderConfig, short_hash
 from rlds_loader.dataset_pass import cached_pass, statistics_json
-from rlds_loader.episodes import EpisodeSource, ResolvedKeys, resolve_keys
+from rlds_loader.episodes import EpisodeSource, ResolvedKeys, check_cameras, resolve_keys
 from rlds_loader.errors import ConfigError, StateError
 from rlds_loader.index import FrameIndex, build_episode_table
 from rlds_loader.pipeline import (
@@ -55,6 +55,17 @@ def _step_dim(shape: tuple) -> int | None:
     if any(d is None or (isinstance(d, int) and d < 0) for d in dims):
         return None
     return int(math.prod(dims)) if dims else 1
+
+
+def _probed_dim(value, num_steps: int, name: str, key: str, episode: int) -> int:
+    """Flat size of one step of a per-step numeric field read from an episode; a ConfigError when its steps
+    differ in size (a ragged feature cannot be a state or action key)."""
+    a = np.asarray(value)
+    if a.dtype.kind == "O":  # EpisodeSource stacks ragged steps that share one shape; these do not
+        sizes = sorted({np.asarray(v).size for v in a})
+        raise ConfigError(f"dataset {name!r}: {key!r} has steps of different sizes ({sizes[:5]}) in episode "
+                          f"{episode}; a state or action key needs one size per step")
+    return int(a.reshape(num_steps, -1).shape[1])
 
 
 @dataclasses.dataclass
@@ -169,6 +180,8 @@ class DataLoader:
         else:
             leaves = list(described)
         resolved = resolve_keys(dcfg, leaves)
+        if dcfg.standardize is None:  # a standardized episode's fields have no declared types
+            check_cameras(dcfg.name, resolved, list(ds.features.leaves()))
 
         keep = frames.num_steps >= dcfg.min_episode_length
         if hash_val is not None:
@@ -201,8 +214,8 @@ class DataLoader:
             e0 = int(frames.seg_episode[nonempty[0]]) if len(nonempty) else 0
             ep = probe.episode(e0)
             T = int(frames.num_steps[e0])
-            state_dim = sum(np.asarray(ep[p]).reshape(T, -1).shape[1] for p in resolved.state)
-            action_dim = sum(np.asarray(ep[p]).reshape(T, -1).shape[1] for p in resolved.actions)
+            state_dim = sum(_probed_dim(ep[p], T, dcfg.name, p, e0) for p in resolved.state)
+            action_dim = sum(_probed_dim(ep[p], T, dcfg.name, p, e0) for p in resolved.actions)
         else:
             state_dim, action_dim = sum(state_dims), sum(action_dims)
         mask = None

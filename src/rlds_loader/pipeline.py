@@ -21,8 +21,8 @@ import grain
 import numpy as np
 
 from rlds_loader import sampling
-from rlds_loader.episodes import ResolvedKeys
-from rlds_loader.errors import CorruptRecordError
+from rlds_loader.episodes import ResolvedKeys, stack_steps
+from rlds_loader.errors import ConfigError, CorruptRecordError
 from rlds_loader.index import FrameIndex
 from rlds_loader.transforms import augment
 from rlds_loader.transforms.images import decode_resize
@@ -98,12 +98,21 @@ class DatasetRuntime:
 
 
 def _concat(values: Sequence[np.ndarray], n: int) -> np.ndarray:
-    """Per-step fields [n, ...] -> float32 [n, D] (empty list -> [n, 0])."""
+    """Per-step fields [n, ...] -> float32 [n, D] (empty list -> [n, 0]). Raises ValueError when a field
+    does not have one size per step (a ragged feature whose steps differ)."""
     if not values:
         return np.zeros((n, 0), np.float32)
     if len(values) == 1:
-        return np.asarray(values[0], np.float32).reshape(n, -1)
-    return np.concatenate([np.asarray(v, np.float32).reshape(n, -1) for v in values], axis=1)
+        return _floats(values[0], n)
+    return np.concatenate([_floats(v, n) for v in values], axis=1)
+
+
+def _floats(value: Any, n: int) -> np.ndarray:
+    """One per-step field -> float32 [n, size of a step]."""
+    a = np.asarray(value)
+    if a.dtype.kind == "O":  # a ragged feature's steps, one array each
+        a = stack_steps(a)
+    return a.astype(np.float32, copy=False).reshape(n, -1)
 
 
 @dataclass(frozen=True)
@@ -266,12 +275,12 @@ class BatchBuilder:
         W, H = s.window_size, s.action_horizon
         t, T, lo = plan.t, plan.num_steps, plan.lo
         values = iter(fetched)
-        state = _concat([next(values) for _ in ds.keys.state], t + 1 - lo)
-        actions = _concat([next(values) for _ in ds.keys.actions], min(t + H, T) - t)
+        state = _numeric(ds, plan, "state", [next(values) for _ in ds.keys.state], t + 1 - lo)
+        actions = _numeric(ds, plan, "action", [next(values) for _ in ds.keys.actions], min(t + H, T) - t)
         frames_by_cam = {c: next(values) for c in plan.cameras}
         goal_state = goal_frames = None
         if plan.goal is not None:
-            goal_state = _concat([next(values) for _ in ds.keys.state], 1)
+            goal_state = _numeric(ds, plan, "state", [next(values) for _ in ds.keys.state], 1)
             goal_frames = {c: next(values)[0] for c in plan.cameras}
 
         pad_front = W - (t + 1 - lo)
@@ -347,6 +356,22 @@ class BatchBuilder:
             return x
         pad = np.zeros((*x.shape[:-1], dim - x.shape[-1]), np.float32)
         return np.concatenate([x, pad], axis=-1)
+
+
+def _numeric(ds: DatasetRuntime, plan: _RowPlan, role: str, values: list, n: int) -> np.ndarray:
+    """A row's state or action keys -> float32 [n, D], D being the dataset's size for them (learned from its
+    features or its first episode); a ConfigError naming the keys and episode when a step has another size."""
+    keys, width = (ds.keys.state, ds.state_dim) if role == "state" else (ds.keys.actions, ds.action_dim)
+    try:
+        x = _concat(values, n)
+    except ValueError:
+        x = None
+    if x is None or x.shape[1] != width:
+        got = "steps of different sizes" if x is None else f"{x.shape[1]} values per step"
+        raise ConfigError(f"dataset {ds.name!r}: the {role} keys {keys} give {got} around step {plan.t} of "
+                          f"episode {plan.episode}, {width} elsewhere; {role} keys need one size in every step "
+                          "of every episode")
+    return x
 
 
 def _image_error(ds: DatasetRuntime, plan: _RowPlan, camera: str, step: int,
