@@ -162,6 +162,13 @@ def test_missing_dataset_lists_datasets(tfds_data_dir):
     assert "rich_rldz" in str(e.value) and "rich_rlds" in str(e.value) and "rich_rlds_ar" in str(e.value)
 
 
+def test_dataset_folder_without_versions_says_so(tmp_path):
+    (tmp_path / "half_built").mkdir()  # what an interrupted build can leave
+    with pytest.raises(DatasetNotFoundError, match=r"the folder of dataset 'half_built' has no version folders "
+                                                   r"\(X\.Y\.Z\); found: \(nothing"):
+        open_dataset(str(tmp_path), "half_built")
+
+
 def test_missing_version_lists_versions(rich):
     with pytest.raises(DatasetNotFoundError) as e:
         open_dataset(rich["data_dir"], rich["name"], version="3.0.0")

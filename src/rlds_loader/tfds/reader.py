@@ -68,6 +68,13 @@ def list_versions(fs: fsspec.AbstractFileSystem, dataset_dir: str) -> list[str]:
     return sorted(versions, key=_version_key)
 
 
+def _is_dir(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    try:
+        return fs.isdir(path)
+    except (FileNotFoundError, OSError):
+        return False
+
+
 def _is_file(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     try:
         return fs.isfile(path)
@@ -86,10 +93,10 @@ def open_dataset(data_dir: str, name: str, version: str | None = None,
     dataset_dir = f"{root}/{name.strip('/')}" if root != "/" else f"/{name.strip('/')}"
     versions = list_versions(fs, dataset_dir)
     if not versions:
-        if _subdirs(fs, dataset_dir) or _is_file(fs, f"{dataset_dir}/dataset_info.json"):
+        if _subdirs(fs, dataset_dir) or _is_file(fs, f"{dataset_dir}/dataset_info.json") or _is_dir(fs, dataset_dir):
             raise DatasetNotFoundError(
-                f"{data_dir}: dataset {name!r} has no version folders (X.Y.Z); found: "
-                f"{', '.join(_subdirs(fs, dataset_dir)) or '(nothing)'}")
+                f"{data_dir}: the folder of dataset {name!r} has no version folders (X.Y.Z); found: "
+                f"{', '.join(_subdirs(fs, dataset_dir)) or '(nothing: an interrupted build?)'}")
         found = _subdirs(fs, root)
         raise DatasetNotFoundError(f"no dataset {name!r} in {data_dir}; the datasets there are: "
                                    f"{', '.join(found) or '(none)'}")
