@@ -234,6 +234,29 @@ def test_unshuffled_single_pass_in_dataset_order(robot_dir):
     assert list(loader) == []  # exhausted: a new pass needs a new loader or a load
 
 
+def test_unshuffled_mixture_is_one_pass_over_every_frame(robot_dir):
+    # Unequal weights: the pass still takes every frame of every dataset once (only the last partial batch
+    # is dropped); weights would otherwise repeat the small datasets' frames and cut the large one short.
+    loader = rl.create_data_loader(mix(robot_dir, shuffle=False), 0, 1)
+    every = {(d, e, t) for d, f in enumerate(loader.frame_indexes)
+             for e, T in enumerate(f.num_steps.tolist()) for t in range(T)}
+    served = [(int(d), int(e), int(t)) for b in loader
+              for d, e, t in zip(b["dataset_index"], b["episode_index"], b["step_index"], strict=True)]
+    assert len(served) == len(every) // B * B and len(set(served)) == len(served)
+    assert set(served) <= every
+
+
+def test_filters_that_remove_every_episode(robot_dir):
+    drop_all = dict(episode_filter=lambda metadata: False)
+    with pytest.raises(rl.ConfigError, match="'alpha' split 'train' has no frames \\(after filters\\)"):
+        rl.create_data_loader(one(robot_dir).replace(datasets=[dcfg(robot_dir, "alpha", **drop_all)]), 0, 1)
+    # with weight 0 the emptied dataset just takes no part (its normalization statistics are absent)
+    ds = [dcfg(robot_dir, "alpha", weight=0.0, normalization="normal", **drop_all),
+          dcfg(robot_dir, "gamma", normalization="normal")]
+    batches = take(rl.create_data_loader(mix(robot_dir).replace(datasets=ds), 0, 1), 3)
+    assert all((b["dataset_index"] == 1).all() for b in batches)
+
+
 def test_shuffled_epochs_cover_every_frame(robot_dir):
     loader = rl.create_data_loader(one(robot_dir, shuffle=True, seed=1), 0, 1)
     n = loader.frame_indexes[0].num_frames

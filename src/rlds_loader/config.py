@@ -129,6 +129,8 @@ class LoaderConfig:
     batch_size: int = 256
     action_horizon: int = 10
     image_size: tuple[int, int] | None = (224, 224)
+    # False: frames in dataset order, one pass = every frame once (a mixture interleaves its datasets in
+    # proportion to their frame counts; weights then only say which datasets take part: weight 0 does not).
     shuffle: bool = True
     seed: int = 0
     num_batches: int | None = None

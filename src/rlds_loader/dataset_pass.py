@@ -120,9 +120,12 @@ def run_pass(src: EpisodeSource, dcfg: DatasetConfig, resolved: ResolvedKeys, ac
             state_acc.add_episode()
             action_acc.add_episode()
     unknown = sorted(set(ranges) - {key for *_, key in results}) if ranges is not None else []
-    stats = {"state": state_acc.finalize() if state_acc else None,
-             "action": action_acc.finalize() if action_acc else None}
-    stats["num_frames"] = int(sum(len(a) for _, _, a, _ in results))
+    num_frames = int(sum(len(a) for _, _, a, _ in results))
+    # No frame left (filters removed every one): no statistics; the loader refuses such a dataset unless its
+    # weight is 0.
+    stats = {"state": state_acc.finalize() if state_acc and num_frames else None,
+             "action": action_acc.finalize() if action_acc and num_frames else None}
+    stats["num_frames"] = num_frames
     stats["num_episodes"] = int(sum(1 for k, *_ in results if k.any()))
     cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))  # noqa: E731
     return PassResult((cat(seg_e), cat(seg_s), cat(seg_l)), stats, tuple(unknown))

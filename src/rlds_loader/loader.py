@@ -112,6 +112,11 @@ class DataLoader:
             from rlds_loader.mixtures import balance
 
             weights = [float(w) for w in balance(weights, [o.frames.num_frames for o in opened])]
+        if not config.shuffle:
+            # An unshuffled stream passes over every frame once per pass: the datasets taking part (weight > 0)
+            # interleave in proportion to their frame counts. Other weights would repeat some frames of the
+            # smaller datasets and never reach the end of the larger ones within a pass.
+            weights = [float(n) if w > 0 else 0.0 for w, n in zip(weights, counts, strict=True)]
         self.sample_weights = weights
 
         state_dim = self._common_dim("state", [o.state_dim for o in opened], config.max_state_dim)
@@ -267,7 +272,7 @@ class DataLoader:
     def _pooled_statistics(self, opened: list[_Opened]) -> dict:
         from rlds_loader.statistics import pool_statistics
 
-        have = [o for o in opened if o.stats is not None]
+        have = [o for o in opened if o.stats is not None and o.stats["state"] is not None]
         if len({o.state_dim for o in have}) > 1 or len({o.action_dim for o in have}) > 1:
             raise ConfigError("pooled_statistics needs equal state and action sizes across the datasets")
         weights = [o.stats["num_frames"] for o in have]
