@@ -333,6 +333,15 @@ def test_inspect_text_and_options(rich, rich_ar, capsys):
     assert f"{rich_ar['num_steps']['train']} steps" in train_line and "array_record" in text
 
 
+def test_index_command_accepts_split_slices(rich, tmp_path, capsys):
+    root = copy_dataset(rich, tmp_path)
+    assert main(["index", "--data-dir", str(root.parent.parent), "--dataset", "rich_rlds", "--split", "train[:50%]",
+                 "--split", "val[1:]+train[2:]"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["rich_rlds 1.0.0 train", "rich_rlds 1.0.0 val"]
+    assert "24 episodes" in lines[0]  # the whole split is indexed
+
+
 def test_inspect_errors_exit_1(tfds_data_dir, capsys, tmp_path):
     assert main(["inspect", "--data-dir", tfds_data_dir, "--dataset", "nope"]) == 1
     assert "rich_rlds" in capsys.readouterr().err

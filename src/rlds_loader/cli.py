@@ -1,7 +1,7 @@
-"""`rlds-loader` command line: one subcommand per job (inspect, demo, index, stats, bench).
+"""`rlds-loader` command line: one subcommand per job (inspect, demo, index).
 
 Adding a subcommand = one function that adds its arguments and returns the function to run, plus one
-line in SUBCOMMANDS:
+line in SUBCOMMANDS; e.g. for a `bench` subcommand:
 
     def _bench(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
         p.add_argument("config")
@@ -125,7 +125,8 @@ def _index(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--data-dir", required=True, help="the TFDS data_dir (local path or fsspec URL)")
     p.add_argument("--dataset", required=True, help="dataset name under --data-dir")
     p.add_argument("--version", help="version folder (default: the newest)")
-    p.add_argument("--split", action="append", help="split to index (repeatable; default: every split)")
+    p.add_argument("--split", action="append",
+                   help="split to index, slices allowed: the whole split is indexed (repeatable; default: every split)")
     p.add_argument("--cache-dir", help="local cache folder when the data folder is not writable")
     return run_index
 
@@ -138,10 +139,12 @@ def run_index(args: argparse.Namespace) -> int:
     from rlds_loader.tfds.reader import open_dataset
 
     ds = open_dataset(args.data_dir, args.dataset, version=args.version)
-    for split in args.split or ds.split_names:
+    specs = args.split or ds.split_names
+    splits = dict.fromkeys(s for spec in specs for s, _, _ in ds.resolve_split(spec))  # "train[:5%]" -> "train"
+    for split in splits:
         t0 = time.perf_counter()
         table = build_episode_table(ds, split, cache_dir=args.cache_dir)
-        print(f"{ds.name} {ds.version} {split}: {len(table)} episodes, {int(table.num_steps.sum())} frames, "
+        print(f"{args.dataset} {ds.version} {split}: {len(table)} episodes, {int(table.num_steps.sum())} frames, "
               f"fingerprint {table.fingerprint} ({time.perf_counter() - t0:.2f} s)")
     return 0
 
