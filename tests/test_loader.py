@@ -397,6 +397,15 @@ def test_missing_state_path(robot_dir, tmp_path):
         loader.load_dataloader_state(str(tmp_path / "nowhere"))
 
 
+def test_saving_state_where_a_file_blocks_the_path(robot_dir, tmp_path):
+    loader = rl.create_data_loader(one(robot_dir), 0, 1)
+    (tmp_path / "ckpt").write_text("not a folder")
+    for target in ("ckpt", "ckpt/step_10"):
+        with pytest.raises(rl.StateError, match=r"cannot write the data loader state to .*ckpt.*give a folder"):
+            loader.save_dataloader_state(str(tmp_path / target))
+    assert (tmp_path / "ckpt").read_text() == "not a folder"
+
+
 def test_batch_not_divisible_by_process_count(robot_dir):
     with pytest.raises(rl.ConfigError, match=r"8.*3|3.*8"):
         rl.create_data_loader(one(robot_dir), 0, 3)

@@ -44,7 +44,11 @@ def write_state(path: str, state: Mapping[str, Any], storage_options: Mapping[st
     target = state_file(path)
     data = encode_state(state)
     fs, fpath = storage.filesystem(target, **dict(storage_options or {}))
-    storage.atomic_write(fs, fpath, data)
+    try:
+        storage.atomic_write(fs, fpath, data)
+    except (FileExistsError, NotADirectoryError) as e:  # a file where the path needs a folder
+        raise StateError(f"cannot write the data loader state to {target}: {e.strerror} ({e.filename}); give a "
+                         f"folder, or a path ending in .json") from e
     return target
 
 
