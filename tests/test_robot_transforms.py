@@ -130,6 +130,14 @@ def test_image_dropout_never_drops_every_camera(shaped_dir):
     assert (~np.concatenate(masks)).sum() > 10  # and it does drop often
 
 
+@pytest.mark.parametrize("spec", [{"augment_order": ["random_sharpen"]},
+                                  {"primary": {"augment_order": ["random_brightness"]}},
+                                  {"wrist": {"augment_order": ["random_contrast"], "random_contrast": [1.2, 0.8]}}])
+def test_bad_augmentation_spec_is_refused_when_the_loader_is_built(shaped_dir, spec):
+    with pytest.raises(rl.ConfigError, match="random_sharpen|random_brightness|random_contrast"):
+        rl.create_data_loader(everything_on(shaped_dir, image_augment=spec), 0, 1)
+
+
 def test_camera_and_language_choice_are_seeded_and_use_every_candidate(shaped_dir):
     cfg = everything_on(shaped_dir, image_augment=None, image_dropout=None, window_size=1, goal_relabeling=None,
                         resize_mode="stretch")

@@ -35,6 +35,7 @@ from rlds_loader.pipeline import (
 from rlds_loader.state import STATE_FORMAT, check_compatible, read_state, write_state
 from rlds_loader.step_reader import StepReader
 from rlds_loader.tfds.reader import open_dataset
+from rlds_loader.transforms import augment
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +286,14 @@ class DataLoader:
         if not spec:
             return None
         if "augment_order" in spec:
+            augment.check_spec(spec)
             return {c: dict(spec) for c in cameras}
         unknown = set(spec) - set(cameras)
         if unknown:
             raise ConfigError(f"image_augment names cameras {sorted(unknown)}; cameras are {list(cameras)}")
+        for v in spec.values():
+            if v:
+                augment.check_spec(v)
         return {c: dict(v) for c, v in spec.items() if v}
 
     @staticmethod

@@ -48,7 +48,7 @@ from PIL import Image
 from rlds_loader.errors import ConfigError
 from rlds_loader.sampling import derive_key
 
-__all__ = ["AUGMENT_OPS", "augment_image", "choose_dropout", "rng_for"]
+__all__ = ["AUGMENT_OPS", "augment_image", "check_spec", "choose_dropout", "rng_for"]
 
 _FILTER = Image.Resampling.BILINEAR
 
@@ -316,6 +316,12 @@ AUGMENT_OPS: dict[str, tuple[Callable[[str, Any], tuple] | None, Callable]] = {
     "random_flip_left_right": (None, _flip(1)),
     "random_flip_up_down": (None, _flip(0)),
 }
+
+
+def check_spec(spec: Mapping[str, Any]) -> None:
+    """Raise the ConfigError `augment_image` would raise for this spec (unknown op, bad parameters), so that
+    a loader refuses it when it is built rather than at its first batch."""
+    _parse(spec)
 
 
 def _parse(spec: Mapping[str, Any]) -> list[tuple[str, tuple]]:
