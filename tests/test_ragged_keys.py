@@ -40,7 +40,13 @@ def _pairs(e: int, t: int) -> list[np.ndarray]:
 
 
 def _image(e: int, t: int) -> np.ndarray:
-    return np.full((8, 8, 3), 20 * e + t, np.uint8)
+    y, x = np.mgrid[0:8, 0:8]
+    return np.stack([20 * e + t + 0 * x, 16 * x, 16 * y], axis=-1).astype(np.uint8)
+
+
+def _depth(e: int, t: int) -> np.ndarray:
+    y, x = np.mgrid[0:8, 0:8]
+    return (1000 * e + 7000 * x + 900 * y + t).astype(np.uint16)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,9 @@ def ragged_dir(tmp_path_factory) -> str:
                         "pairs": F.Sequence(F.Tensor(shape=(2,), dtype=np.float32)),
                         "image": F.Image(shape=(8, 8, 3), encoding_format="png"),
                         "cams": F.Sequence(F.Image(shape=(8, 8, 3), encoding_format="png")),
+                        "raw": F.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+                        "raw_depth": F.Tensor(shape=(8, 8), dtype=np.uint16, encoding="zlib"),
+                        "depth": F.Image(shape=(8, 8, 1), dtype=np.uint16, encoding_format="png"),
                     }),
                     "action": F.Tensor(shape=(2,), dtype=np.float32),
                 }),
@@ -77,7 +86,9 @@ def ragged_dir(tmp_path_factory) -> str:
         def _generate_examples(self):
             for e in range(EPISODES):
                 steps = [{"observation": {"v": _v(e, t), "u": _u(e, t), "w": _w(e, t), "pairs": _pairs(e, t),
-                                          "image": _image(e, t), "cams": [_image(e, t)] * 2},
+                                          "image": _image(e, t), "cams": [_image(e, t)] * 2,
+                                          "raw": _image(e, t), "raw_depth": _depth(e, t),
+                                          "depth": _depth(e, t)[:, :, None]},
                           "action": np.array([e, t], np.float32)} for t in range(STEPS)]
                 yield str(e), {"steps": steps, "episode_metadata": {"goal": _image(e, STEPS), "id": e}}
 
@@ -146,7 +157,7 @@ def test_state_key_whose_size_changes_in_a_later_episode_names_it(ragged_dir):
 
 @pytest.mark.parametrize(("camera", "holds"), [("cams", "a sequence of images in each step"),
                                                ("episode_metadata/goal", "an episode-level feature"),
-                                               ("action", "a Tensor of shape (2,), not an encoded image")])
+                                               ("action", "a Tensor of float32 (2,), not an image")])
 def test_camera_key_that_is_not_one_image_per_step_is_refused(ragged_dir, camera, holds):
     cfg = _config(ragged_dir, image_keys={"primary": camera})
     pattern = rf"camera 'primary' -> '[\w/]*{camera.split('/')[-1]}' is {re.escape(holds)}"
@@ -165,3 +176,15 @@ def test_partial_reads_slice_the_steps_of_sequences_inside_steps(ragged_dir):
         for got, want in zip(pairs, whole["pairs"][1:3], strict=True):
             np.testing.assert_array_equal(got, want)
         assert cams[0].frames == whole["cams"][2].frames
+
+
+@pytest.mark.parametrize("mode", ["stretch", "pad"])
+def test_cameras_stored_as_raw_pixels_equal_the_same_pixels_stored_as_png(ragged_dir, mode):
+    cams = {"png": "image", "raw": "raw", "png16": "depth", "raw16": "raw_depth"}
+    cfg = dataclasses.replace(_config(ragged_dir, state_keys=("v",), image_keys=cams), image_size=(11, 6),
+                              resize_mode=mode)
+    for b in _batches(cfg):
+        assert b["image"]["raw"].shape == (4, 11, 6, 3)
+        np.testing.assert_array_equal(b["image"]["raw"], b["image"]["png"])
+        np.testing.assert_array_equal(b["image"]["raw16"], b["image"]["png16"])
+        assert b["image"]["raw"].std() > 0 and b["image"]["raw16"].std() > 0

@@ -76,9 +76,10 @@ def resolve_keys(cfg: DatasetConfig, leaves: Sequence[str]) -> ResolvedKeys:
 
 
 def check_cameras(name: str, resolved: ResolvedKeys, leaves: Sequence[Any]) -> None:
-    """Every camera key must name one encoded image per step: an Image feature (or a string tensor of encoded
-    bytes) directly in the steps. A Sequence of images per step, a Video or an episode-level image is a
-    ConfigError naming the camera and what the key holds (otherwise the first batch would blame the data)."""
+    """Every camera key must name one image per step: an Image feature (or a string tensor of encoded bytes,
+    or raw uint8/uint16 pixels [H, W] / [H, W, 1..4]) directly in the steps. A Sequence of images per step,
+    a Video or an episode-level image is a ConfigError naming the camera and what the key holds (otherwise
+    the first batch would blame the data)."""
     by_path = {leaf.path: leaf for leaf in leaves}
     for cam, paths in resolved.images.items():
         for path in paths or ():
@@ -86,15 +87,22 @@ def check_cameras(name: str, resolved: ResolvedKeys, leaves: Sequence[Any]) -> N
             if leaf is None:
                 continue
             kind, outer, shape = leaf.feature.TYPE_NAME, len(leaf.outer), tuple(leaf.feature.shape)
-            encoded = kind == "Image" or (kind in ("Tensor", "Scalar") and np.dtype(leaf.feature.dtype).kind in "OSU"
-                                          and shape == ())
-            if path.startswith("steps/") and outer == 1 and encoded:
+            dtype = np.dtype(leaf.feature.dtype)
+            tensor = kind in ("Tensor", "Scalar")
+            image = (kind == "Image" or (tensor and dtype.kind in "OSU" and shape == ())
+                     or (tensor and dtype in (np.uint8, np.uint16) and _pixel_shape(shape)))
+            if path.startswith("steps/") and outer == 1 and image:
                 continue
             holds = ("an episode-level feature" if outer == 0 else
-                     "a sequence of images in each step" if encoded else
-                     f"a {kind} of shape {shape}, not an encoded image")
+                     "a sequence of images in each step" if image else
+                     f"a {kind} of {dtype} {shape}, not an image")
             raise ConfigError(f"dataset {name!r}: camera {cam!r} -> {path!r} is {holds}; a camera key must name "
-                              "one encoded image per step (an Image feature in the steps)")
+                              "one image per step (an Image feature in the steps, or raw uint8 pixels)")
+
+
+def _pixel_shape(shape: tuple) -> bool:
+    """Whether a tensor of this shape can be a frame of raw pixels: [H, W] or [H, W, 1..4]."""
+    return len(shape) == 2 or (len(shape) == 3 and shape[2] is not None and 1 <= shape[2] <= 4)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

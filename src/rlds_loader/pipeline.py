@@ -25,7 +25,7 @@ from rlds_loader.episodes import ResolvedKeys, stack_steps
 from rlds_loader.errors import ConfigError, CorruptRecordError
 from rlds_loader.index import FrameIndex
 from rlds_loader.transforms import augment
-from rlds_loader.transforms.images import decode_resize
+from rlds_loader.transforms.images import decode_resize, pixels_resize
 from rlds_loader.transforms.normalize import normalize
 from rlds_loader.transforms.text import to_str
 
@@ -332,9 +332,12 @@ class BatchBuilder:
         for name, value in zip(s.text_names, text_values[1:], strict=True):
             out[name][r] = value
 
-    def _image(self, data: bytes, target: np.ndarray, k: int, camera: str) -> None:
+    def _image(self, data: bytes | np.ndarray, target: np.ndarray, k: int, camera: str) -> None:
         s = self.schema
-        decode_resize(data, s.image_size, mode=s.resize_mode, out=target)
+        if isinstance(data, np.ndarray):  # a camera stored as raw pixels (a uint8/uint16 Tensor)
+            pixels_resize(data, s.image_size, mode=s.resize_mode, out=target)
+        else:
+            decode_resize(data, s.image_size, mode=s.resize_mode, out=target)
         spec = s.augment.get(camera) if s.augment else None
         if spec:
             # One generator per (position, camera), re-made per frame: a window's frames get the same draws.

@@ -39,6 +39,7 @@ __all__ = [
     "decode_resize_any",
     "image_format",
     "padding_image",
+    "pixels_resize",
     "resize",
     "resize_with_pad",
 ]
@@ -105,6 +106,43 @@ def decode_resize(
         if target is not None and pil.size != (target[1], target[0]):
             pil = pil.resize((target[1], target[0]), _FILTER)
         return _deliver(np.asarray(pil), out)
+
+
+def pixels_resize(
+    image: np.ndarray,
+    size: tuple[int, int] | None,
+    *,
+    out: np.ndarray | None = None,
+    mode: str = "stretch",
+) -> np.ndarray:
+    """A camera stored as raw pixels (a uint8 or uint16 Tensor [H, W], [H, W, 1..4], not encoded) -> uint8 RGB
+    [height, width, 3]: the same pixels decode_resize gives for those pixels stored as a PNG (channel mapping:
+    gray repeated, alpha dropped, 16 bits -> high byte; Pillow's BILINEAR resize; ``mode="pad"`` fits and
+    centres as ``resize_with_pad``). ``size=None`` keeps the stored size."""
+    if mode not in _RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {_RESIZE_MODES}, got {mode!r}")
+    rgb = _raw_rgb8(np.asarray(image))
+    target = None if size is None else _check_size(size)
+    if target is None or rgb.shape[:2] == target:
+        return _deliver(rgb, out)
+    if mode == "pad":
+        return _paste_centred(resize(rgb, _pad_inner_size(rgb.shape[:2], target)), target, out)
+    return _deliver(resize(rgb, target), out)
+
+
+def _raw_rgb8(image: np.ndarray) -> np.ndarray:
+    """[H, W] or [H, W, C] uint8/uint16 pixels -> uint8 RGB [H, W, 3] (decode_resize's channel mapping)."""
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3) or (
+            image.ndim == 3 and not 1 <= image.shape[2] <= 4):
+        raise ValueError(f"a raw camera frame must be uint8 or uint16 [H, W] or [H, W, 1..4], got {image.dtype} "
+                         f"{image.shape}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] <= 2:  # gray, gray + alpha
+        return np.ascontiguousarray(np.repeat(image[:, :, :1], 3, axis=2))
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 def decode_resize_any(
