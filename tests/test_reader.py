@@ -342,6 +342,20 @@ def test_index_command_accepts_split_slices(rich, tmp_path, capsys):
     assert "24 episodes" in lines[0]  # the whole split is indexed
 
 
+def test_inspect_a_dataset_that_is_not_rlds(tmp_path, capsys):
+    from rlds_loader.tfds import features as F
+    from rlds_loader.tfds.writer import write_dataset
+
+    feats = F.FeaturesDict({"image": F.Image(shape=(4, 4, 1), encoding_format="png"),
+                            "label": F.ClassLabel(names=["a", "b"])})
+    rows = [{"image": np.full((4, 4, 1), i, np.uint8), "label": i % 2} for i in range(3)]
+    path = write_dataset(str(tmp_path), "plain", feats, {"train": rows})
+    assert main(["inspect", path, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["splits"]["train"]["episodes"] == 3 and summary["splits"]["train"]["steps"] is None
+    assert [f["path"] for f in summary["features"]] == ["image", "label"]
+
+
 def test_inspect_errors_exit_1(tfds_data_dir, capsys, tmp_path):
     assert main(["inspect", "--data-dir", tfds_data_dir, "--dataset", "nope"]) == 1
     assert "rich_rlds" in capsys.readouterr().err

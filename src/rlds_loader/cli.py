@@ -40,12 +40,14 @@ def _inspect(p: argparse.ArgumentParser) -> Handler:
 
 def inspect_dataset(ds, count_steps: bool = True) -> dict[str, Any]:
     """An opened RLDSDataset -> a JSON-able summary: features, splits with episode, step, shard and byte
-    counts (steps: the sum of the episodes' step counts, by scanning every shard; None if not counted)."""
+    counts (steps: the sum of the episodes' step counts, by scanning every shard; None if not counted or the
+    dataset has no `steps`, as a non-RLDS TFDS dataset)."""
     from rlds_loader.tfds.example_proto import parse_example
 
     features = [{"path": path, "type": kind, "shape": list(shape) if shape is not None else None,
                  "dtype": str(dtype) if dtype is not None else None}
                 for path, kind, shape, dtype in ds.features.describe()]
+    count_steps = count_steps and any(f["path"].startswith("steps/") for f in features)
     splits = {}
     for split in ds.split_names:
         steps = None
