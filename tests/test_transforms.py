@@ -14,6 +14,7 @@ import simplejpeg
 from PIL import Image, ImageDraw
 
 from rlds_loader.errors import CorruptRecordError
+from rlds_loader.tfds.features.image_codec import decode_image
 from rlds_loader.transforms import (
     action_chunk,
     concat_episode_fields,
@@ -197,9 +198,9 @@ def encode(array: np.ndarray, fmt: str, mode: str | None = None, **params) -> by
 def pillow_reference(data: bytes, size: tuple[int, int]) -> np.ndarray:
     """A Pillow BILINEAR resize of the decoded image, the reference decode_resize must agree with. JPEGs are
     decoded as TensorFlow does (fast integer IDCT, test_camera_path_decodes_as_tensorflow_before_resizing),
-    everything else (CMYK JPEGs too) by Pillow."""
+    everything else by Pillow."""
     with Image.open(io.BytesIO(data)) as im:
-        tf_like = im.format == "JPEG" and im.mode in ("L", "RGB")  # CMYK JPEGs go through Pillow
+        tf_like = im.format == "JPEG" and im.mode in ("L", "RGB")
         im = Image.fromarray(simplejpeg.decode_jpeg(data, fastdct=True)) if tf_like else im.convert("RGB")
         return np.asarray(im.resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
@@ -360,12 +361,35 @@ def test_decode_resize_gray_and_cmyk_jpeg(frame):
     assert image.shape == (60, 80, 3)
     np.testing.assert_array_equal(image[:, :, 0], image[:, :, 1])
     np.testing.assert_array_equal(image[:, :, 0], image[:, :, 2])
-    cmyk = Image.fromarray(frame).convert("CMYK")
+
+
+def _without_adobe_marker(data: bytes) -> bytes:
+    """A JPEG with its APP14 "Adobe" segment cut out (libjpeg then reads 4 components as plain CMYK)."""
+    i = 2
+    while data[i + 1] != 0xDA:
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if data[i + 1] == 0xEE:
+            return data[:i] + data[i + 2 + length:]
+        i += 2 + length
+    raise AssertionError("no APP14 segment")
+
+
+@pytest.mark.parametrize("adobe", [True, False], ids=["adobe", "plain"])
+def test_cmyk_jpeg_decodes_as_tensorflow(frame, adobe):
+    """CMYK JPEGs (Adobe ones store inverted CMYK) convert to RGB with TF's integer formula, in the feature
+    codec and in the camera path; libjpeg-turbo's (simplejpeg's) own conversion and Pillow's differ."""
+    import tensorflow as tf
+
     buf = io.BytesIO()
-    cmyk.save(buf, "JPEG", quality=95)
-    image = decode_resize(buf.getvalue(), (60, 80))
-    assert image.shape == (60, 80, 3) and image.dtype == np.uint8
-    assert np.abs(image.astype(int) - pillow_reference(buf.getvalue(), (60, 80))).max() <= 1
+    Image.fromarray(frame).convert("CMYK").save(buf, "JPEG", quality=95)
+    data = buf.getvalue() if adobe else _without_adobe_marker(buf.getvalue())
+    theirs = tf.io.decode_jpeg(data, channels=3).numpy()
+    np.testing.assert_array_equal(decode_image(data, np.uint8, 3), theirs)
+    np.testing.assert_array_equal(decode_resize(data, None), theirs)
+    expected = cv2.resize(theirs, (200, 120), interpolation=cv2.INTER_LINEAR_EXACT)  # < 2x: no DCT scaling
+    np.testing.assert_array_equal(decode_resize(data, (120, 200)), expected)
+    assert decode_resize(data, (60, 80)).shape == (60, 80, 3)  # DCT-scaled decode, then resize
+    assert not np.array_equal(simplejpeg.decode_jpeg(data), theirs)  # the check can tell them apart
 
 
 def test_decode_resize_is_deterministic(jpeg):

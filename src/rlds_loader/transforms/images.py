@@ -50,7 +50,7 @@ _FILTER = Image.Resampling.BILINEAR
 cv2.setNumThreads(1)
 # decode_resize's ways to reach the target size: "stretch" (ignore the aspect ratio) or "pad" (keep it).
 _RESIZE_MODES = ("stretch", "pad")
-# JPEG colorspaces libjpeg cannot convert to RGB; such files go through Pillow.
+# JPEG colorspaces libjpeg cannot convert to RGB; the feature codec converts them as TensorFlow does.
 _NON_RGB_JPEG = ("CMYK", "YCCK")
 
 
@@ -313,11 +313,14 @@ def _jpeg_scaling(data: bytes, target: tuple[int, int] | None) -> tuple[dict, tu
 def _decode_jpeg_rgb(
     data: bytes, target: tuple[int, int] | None, out: np.ndarray | None
 ) -> np.ndarray | None:
-    """JPEG -> uint8 RGB at the target size, or None to let Pillow try (CMYK, unreadable header)."""
+    """JPEG -> uint8 RGB at the target size, or None to let Pillow try (unreadable header)."""
     scaling = _jpeg_scaling(data, target)
-    if scaling is None or scaling[2] in _NON_RGB_JPEG:
+    if scaling is None:
         return None
-    kwargs, decoded_hw, _ = scaling
+    kwargs, decoded_hw, colorspace = scaling
+    if colorspace in _NON_RGB_JPEG:  # the feature codec converts CMYK to RGB as TensorFlow does
+        rgb = decode_native(data, jpeg_channels=3, **kwargs)
+        return _deliver(rgb, out) if target is None or decoded_hw == target else _resize_rgb8(rgb, target, out)
     try:
         if target is None or decoded_hw == target:
             if _writable_into(out, (*decoded_hw, 3)):

@@ -97,7 +97,38 @@ def _decode_jpeg(data: bytes, channels: int | None, min_height: int | None, min_
         kwargs["min_height"] = int(min_height)
     if min_width:
         kwargs["min_width"] = int(min_width)
+    if channels == 3 and simplejpeg.decode_jpeg_header(data)[2] in ("CMYK", "YCCK"):
+        cmyk = simplejpeg.decode_jpeg(data, colorspace="CMYK", **JPEG_DECODE_OPTIONS, **kwargs)
+        return cmyk_to_rgb(cmyk, _has_adobe_marker(data))
     return simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB", **JPEG_DECODE_OPTIONS, **kwargs)
+
+
+def cmyk_to_rgb(cmyk: np.ndarray, adobe: bool) -> np.ndarray:
+    """libjpeg's CMYK output [H, W, 4] -> RGB as TensorFlow's decode_jpeg converts it (integer, truncated):
+    files with an Adobe APP14 marker store inverted CMYK, so R = C * K / 255; others R = (255 - C) (255 - K)
+    / 255 (likewise G from M, B from Y). simplejpeg's own conversion differs by one level in most pixels."""
+    c = cmyk.astype(np.uint16)
+    k = c[..., 3:4]
+    rgb = (c[..., :3] * k if adobe else (255 - c[..., :3]) * (255 - k)) // 255
+    return rgb.astype(np.uint8)
+
+
+def _has_adobe_marker(data: bytes) -> bool:
+    """Whether a JPEG has an APP14 "Adobe" segment before its scan data (the marker libjpeg's saw_Adobe_marker
+    reports)."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: no more header segments
+            return False
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xEE and data[i + 4:i + 9] == b"Adobe":
+            return True
+        i += 2 + length
+    return False
 
 
 def _decode_pillow(data: bytes) -> np.ndarray:
