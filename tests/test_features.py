@@ -114,6 +114,14 @@ def test_float64_reads_back_as_float32_rounding_like_tfds():
     np.testing.assert_array_equal(out["steps"]["s"][0], value.astype(np.float32).astype(np.float64))
 
 
+@pytest.mark.parametrize("encoding", ["zlib", "bytes"])
+def test_empty_encoded_tensor_with_a_zero_sized_dimension(encoding):
+    # (n, 0) keeps no trace of n; TFDS reads (1, 0) back whatever n was written (numpy alone cannot infer it)
+    root = F.FeaturesDict({"t": F.Tensor(shape=(None, 0), dtype=np.int32, encoding=encoding)})
+    out = roundtrip(root, {"t": np.zeros((5, 0), np.int32)})["t"]
+    assert out.shape == (1, 0) and out.dtype == np.int32
+
+
 def test_text_classlabel_scalar_bool():
     root = F.FeaturesDict(
         {

@@ -182,6 +182,10 @@ class Tensor(LeafFeature):
                 raise CorruptRecordError(f"zlib-encoded Tensor does not decompress: {e}") from e
         arr = np.frombuffer(data, dtype=_little_endian(self.dtype))
         want = shape if shape is not None else tuple(-1 if d is None else d for d in self.shape)
+        if arr.size == 0 and 0 in want and -1 in want:
+            # Nothing tells the unknown length of an empty tensor with a 0-sized dimension (numpy refuses to
+            # infer it); TFDS gives 1, so do we.
+            want = tuple(1 if d == -1 else d for d in want)
         try:
             return arr.reshape(want).astype(self.dtype, copy=False)
         except ValueError as e:
