@@ -345,6 +345,16 @@ def test_resume_at_huge_position_reads_only_what_it_needs(robot_dir, tmp_path, m
     assert loader.batches_seen == 10**9 + 1
 
 
+def test_the_last_batches_of_the_position_space_are_served(robot_dir):
+    # a state may hold any batch whose positions fit in int64; an endless stream serves up to the last one
+    loader = rl.create_data_loader(one(robot_dir), 0, 1)
+    last = 2**63 // B - 1
+    loader.load_state_dict({**loader.state_dict(), "batches_seen": last - 1})
+    batches = take(loader, 2)
+    assert len(batches) == 2 and loader.batches_seen == last + 1
+    assert_tree_equal(batches[1], loader.get_batch(last))
+
+
 def test_persistent_iterator_is_accepted_with_a_warning(robot_dir):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -85,6 +85,17 @@ def test_plain_torch_dataloader_with_dataset_state(data_root, reference):
     assert_torch_equal(next(iter(torch.utils.data.DataLoader(fresh, batch_size=None))), reference[3])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_torch_worker_processes_are_refused(data_root, workers, monkeypatch):
+    # In a worker the position would move in the worker's copy only: checkpoints would restart at batch 0.
+    # What a DataLoader worker sees is faked: forking real workers next to JAX's threads can deadlock.
+    dataset = rlt.create_dataset(scenario.make_config(data_root))
+    monkeypatch.setattr(rlt, "get_worker_info", lambda: type("WorkerInfo", (), {"id": 0, "num_workers": workers})())
+    with pytest.raises(rl.ConfigError, match=f"num_workers={workers}: the loader must run in the training process"):
+        next(iter(dataset))
+    assert dataset.batches_seen == 0
+
+
 def test_batch_not_divisible_by_world_size(data_root):
     with pytest.raises(rl.ConfigError, match=r"batch_size 8 is not divisible by process_count 3"):
         rlt.create_dataset(scenario.make_config(data_root), rank=0, world_size=3)

@@ -108,10 +108,14 @@ class RLDSIterableDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        if info is not None and info.num_workers > 1:
-            raise ConfigError(f"torch DataLoader num_workers={info.num_workers}: every worker would yield "
-                              "the same batches. Use DataLoader(dataset, batch_size=None, num_workers=0); "
-                              "rlds_loader's own threads (LoaderConfig.num_workers) do the parallel work")
+        if info is not None:
+            # Several workers would each yield the same batches; even one keeps the loader's position in its
+            # own process, so the training process's dataset.state_dict() would not move (a checkpoint would
+            # resume from the start) and a new iterator would repeat batches.
+            raise ConfigError(f"torch DataLoader num_workers={info.num_workers}: the loader must run in the "
+                              "training process, where its position is checkpointed. Use DataLoader(dataset, "
+                              "batch_size=None, num_workers=0); rlds_loader's own threads "
+                              "(LoaderConfig.num_workers) do the parallel work")
         for batch in self.loader:
             yield to_torch(batch)
 
