@@ -458,10 +458,14 @@ def test_num_steps_cheap_and_errors():
 def test_unknown_type_names_type_and_path():
     js = all_types_features().to_json()
     obs = js["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"]
-    obs["audio"] = {"pythonClassName": "tensorflow_datasets.core.features.audio_feature.Audio", "audio": {}}
+    obs["scan"] = {"pythonClassName": "tensorflow_datasets.core.features.lidar.PointCloud", "pointCloud": {}}
     with pytest.raises(UnknownFeatureTypeError) as err:
         F.from_json(js)
-    assert "steps/audio" in str(err.value) and "audio_feature.Audio" in str(err.value)
+    assert "steps/scan" in str(err.value) and "lidar.PointCloud" in str(err.value)
+    # a known type with a malformed body names the feature too
+    obs["scan"] = {"pythonClassName": "tensorflow_datasets.core.features.audio_feature.Audio", "audio": {}}
+    with pytest.raises(UnknownFeatureTypeError, match=r"feature 'steps/scan' \(.*audio_feature.Audio\): unknown dtype"):
+        F.from_json(js)
 
 
 def test_renamed_module_is_accepted():

@@ -242,10 +242,14 @@ def tfds_episodes(path: str, spec: str) -> list[dict]:
 
 def materialize(value: Any) -> Any:
     """Our decoded episode -> plain nested dict of numpy arrays (images decoded, text as str)."""
+    from rlds_loader.tfds.features import EncodedImage
+
     if isinstance(value, dict):
         return {k: materialize(v) for k, v in value.items()}
     if hasattr(value, "decode_all"):
         return value.decode_all()
+    if isinstance(value, EncodedImage):
+        return value.decode()
     return value
 
 

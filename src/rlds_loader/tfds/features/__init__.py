@@ -14,6 +14,7 @@ from rlds_loader.errors import RLDSError, UnknownFeatureTypeError
 from rlds_loader.tfds.features.base import FeatureConnector, Leaf
 from rlds_loader.tfds.features.class_label import ClassLabel, labels_file_name, parse_labels_file
 from rlds_loader.tfds.features.dataset import Dataset
+from rlds_loader.tfds.features.equivalents import EQUIVALENTS, as_basic
 from rlds_loader.tfds.features.features_dict import FeaturesDict
 from rlds_loader.tfds.features.image import EncodedImage, EncodedImages, Image
 from rlds_loader.tfds.features.image_codec import decode_image, encode_jpeg, encode_png
@@ -73,12 +74,14 @@ def _from_json(obj: Any, parts: tuple[str, ...], label_names: LabelNames | None)
         raise UnknownFeatureTypeError(f"feature {path!r}: expected a JSON object, got {type(obj).__name__}")
     if "type" in obj and "content" in obj:
         obj = _from_legacy(obj)
+    declared = str(obj.get("pythonClassName", ""))  # before as_basic: what features.json says
+    obj = as_basic(obj, path)
     class_name = str(obj.get("pythonClassName", ""))
     cls = _CLASSES.get(class_name.rsplit(".", 1)[-1])
     if cls is None:
         raise UnknownFeatureTypeError(
             f"feature {path!r} has type {class_name or '<missing pythonClassName>'!r}, which rlds_loader "
-            f"cannot decode (known types: {', '.join(_CLASSES)})"
+            f"cannot decode (known types: {', '.join([*_CLASSES, *EQUIVALENTS])})"
         )
     content = obj.get(cls.JSON_FIELD)
     if not isinstance(content, dict):
@@ -98,7 +101,10 @@ def _from_json(obj: Any, parts: tuple[str, ...], label_names: LabelNames | None)
     if cls is ClassLabel:
         names = label_names("/".join(parts)) if label_names else None
         return ClassLabel.from_json_content(content, names=names, **doc)
-    return cls.from_json_content(content, **doc)  # type: ignore[attr-defined]
+    try:
+        return cls.from_json_content(content, **doc)  # type: ignore[attr-defined]
+    except UnknownFeatureTypeError as e:  # e.g. an unknown dtype: say where
+        raise UnknownFeatureTypeError(f"feature {path!r} ({declared}): {e}") from None
 
 
 def _from_legacy(obj: dict) -> dict:
