@@ -4,11 +4,9 @@ TFDS's values. (TFDS 4.9 cannot write a Video inside steps: no ground truth for 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-from tfds_builders import assert_same_episode, materialize
+from tfds_builders import assert_same_episode, materialize, write_with_tfds
 
 from rlds_loader.errors import UnknownFeatureTypeError
 from rlds_loader.tfds.features import from_json
@@ -42,39 +40,22 @@ def _example(i: int, tfds) -> dict:
 
 @pytest.fixture(scope="module")
 def exotic(tmp_path_factory):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow_datasets as tfds
 
     F = tfds.features
     root = str(tmp_path_factory.mktemp("exotic"))
-
-    class ExoticFeatures(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=F.FeaturesDict({
-                "box": F.BBoxFeature(),
-                "boxes": F.Sequence(F.BBoxFeature()),
-                "audio": F.Audio(shape=(None,), dtype=np.int16, sample_rate=16000),
-                "audio_float": F.Audio(shape=(None, 2), dtype=np.float32, sample_rate=8000),
-                "mask": F.LabeledImage(labels=["a", "b", "c", "d"], shape=(4, 3, 1)),
-                "video": F.Video(shape=(None, 6, 5, 3)),
-                "title": F.Translation(languages=["en", "fr"]),
-                "names": F.TranslationVariableLanguages(languages=["de", "en", "fr"]),
-                "steps": F.Dataset({"mask": F.LabeledImage(labels=["x", "y"], shape=(6, 5, 1)),
-                                    "box": F.BBoxFeature()}),
-            }))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i in range(EXAMPLES):
-                yield i, _example(i, tfds)
-
-    ExoticFeatures.name = NAME
-    builder = ExoticFeatures(data_dir=root)
-    builder.download_and_prepare()
+    features = lambda: F.FeaturesDict({  # noqa: E731
+        "box": F.BBoxFeature(),
+        "boxes": F.Sequence(F.BBoxFeature()),
+        "audio": F.Audio(shape=(None,), dtype=np.int16, sample_rate=16000),
+        "audio_float": F.Audio(shape=(None, 2), dtype=np.float32, sample_rate=8000),
+        "mask": F.LabeledImage(labels=["a", "b", "c", "d"], shape=(4, 3, 1)),
+        "video": F.Video(shape=(None, 6, 5, 3)),
+        "title": F.Translation(languages=["en", "fr"]),
+        "names": F.TranslationVariableLanguages(languages=["de", "en", "fr"]),
+        "steps": F.Dataset({"mask": F.LabeledImage(labels=["x", "y"], shape=(6, 5, 1)), "box": F.BBoxFeature()}),
+    })
+    builder = write_with_tfds(root, NAME, features, lambda: (_example(i, tfds) for i in range(EXAMPLES)))
     theirs = list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
     return root, theirs
 

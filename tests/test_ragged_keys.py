@@ -5,11 +5,11 @@ the key otherwise) and camera keys that do not name one image per step (refused 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 
 import numpy as np
 import pytest
+from tfds_builders import write_with_tfds
 
 import rlds_loader as rl
 from rlds_loader.tfds.reader import open_dataset
@@ -49,51 +49,39 @@ def _depth(e: int, t: int) -> np.ndarray:
     return (1000 * e + 7000 * x + 900 * y + t).astype(np.uint16)
 
 
+def _episode(e: int) -> dict:
+    steps = [{"observation": {"v": _v(e, t), "u": _u(e, t), "w": _w(e, t), "pairs": _pairs(e, t),
+                              "image": _image(e, t), "cams": [_image(e, t)] * 2, "raw": _image(e, t),
+                              "raw_depth": _depth(e, t), "depth": _depth(e, t)[:, :, None]},
+              "action": np.array([e, t], np.float32)} for t in range(STEPS)]
+    return {"steps": steps, "episode_metadata": {"goal": _image(e, STEPS), "id": e}}
+
+
 @pytest.fixture(scope="module")
 def ragged_dir(tmp_path_factory) -> str:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow_datasets as tfds
 
     F = tfds.features
     root = str(tmp_path_factory.mktemp("ragged"))
-
-    class RaggedKeys(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=F.FeaturesDict({
-                "steps": F.Dataset({
-                    "observation": F.FeaturesDict({
-                        "v": F.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
-                        "u": F.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
-                        "w": F.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
-                        "pairs": F.Sequence(F.Tensor(shape=(2,), dtype=np.float32)),
-                        "image": F.Image(shape=(8, 8, 3), encoding_format="png"),
-                        "cams": F.Sequence(F.Image(shape=(8, 8, 3), encoding_format="png")),
-                        "raw": F.Tensor(shape=(8, 8, 3), dtype=np.uint8),
-                        "raw_depth": F.Tensor(shape=(8, 8), dtype=np.uint16, encoding="zlib"),
-                        "depth": F.Image(shape=(8, 8, 1), dtype=np.uint16, encoding_format="png"),
-                    }),
-                    "action": F.Tensor(shape=(2,), dtype=np.float32),
-                }),
-                "episode_metadata": F.FeaturesDict({"goal": F.Image(shape=(8, 8, 3), encoding_format="png"),
-                                                    "id": F.Scalar(dtype=np.int64)}),
-            }))
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for e in range(EPISODES):
-                steps = [{"observation": {"v": _v(e, t), "u": _u(e, t), "w": _w(e, t), "pairs": _pairs(e, t),
-                                          "image": _image(e, t), "cams": [_image(e, t)] * 2,
-                                          "raw": _image(e, t), "raw_depth": _depth(e, t),
-                                          "depth": _depth(e, t)[:, :, None]},
-                          "action": np.array([e, t], np.float32)} for t in range(STEPS)]
-                yield str(e), {"steps": steps, "episode_metadata": {"goal": _image(e, STEPS), "id": e}}
-
-    RaggedKeys.name = NAME
-    RaggedKeys(data_dir=root).download_and_prepare()
+    features = lambda: F.FeaturesDict({  # noqa: E731
+        "steps": F.Dataset({
+            "observation": F.FeaturesDict({
+                "v": F.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
+                "u": F.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
+                "w": F.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
+                "pairs": F.Sequence(F.Tensor(shape=(2,), dtype=np.float32)),
+                "image": F.Image(shape=(8, 8, 3), encoding_format="png"),
+                "cams": F.Sequence(F.Image(shape=(8, 8, 3), encoding_format="png")),
+                "raw": F.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+                "raw_depth": F.Tensor(shape=(8, 8), dtype=np.uint16, encoding="zlib"),
+                "depth": F.Image(shape=(8, 8, 1), dtype=np.uint16, encoding_format="png"),
+            }),
+            "action": F.Tensor(shape=(2,), dtype=np.float32),
+        }),
+        "episode_metadata": F.FeaturesDict({"goal": F.Image(shape=(8, 8, 3), encoding_format="png"),
+                                            "id": F.Scalar(dtype=np.int64)}),
+    })
+    write_with_tfds(root, NAME, features, lambda: (_episode(e) for e in range(EPISODES)))
     return root
 
 

@@ -168,6 +168,30 @@ def _builder_class(name: str, splits: dict[str, int]):
     return _Builder
 
 
+def write_with_tfds(data_dir: str, name: str, features: Any, examples: Any) -> Any:
+    """Write a one-split ("train") dataset with TFDS: `features()` -> the FeaturesDict, `examples()` -> the
+    examples in order. Returns the builder (its `as_dataset` is TFDS's reading of what it wrote)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow_datasets as tfds
+
+    class WrittenByTfds(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version(VERSION)
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features())
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            yield from enumerate(examples())
+
+    WrittenByTfds.name = name
+    builder = WrittenByTfds(data_dir=data_dir)
+    builder.download_and_prepare()
+    return builder
+
+
 def write_dataset(data_dir: str, name: str) -> dict[str, Any]:
     """Write one dataset of DATASETS with TFDS; return its description."""
     import tensorflow_datasets as tfds
