@@ -95,6 +95,31 @@ def test_seeded_shuffle_resume_is_exact_across_reshuffled_epochs(tmp_path, caplo
     assert not caplog.records
 
 
+def _shuffle_then_repeat():  # a pass draws two seeds, the second one mid-pass
+    return tf.data.Dataset.range(8).shuffle(8, seed=1).repeat(2).batch(4)
+
+
+def _two_shuffles_concatenated():  # the second shuffle draws its seed when the pass reaches it
+    return (tf.data.Dataset.range(8).shuffle(8, seed=1)
+            .concatenate(tf.data.Dataset.range(100, 108).shuffle(8, seed=2)).batch(4))
+
+
+def _shuffle_then_cache():  # later passes read pass 0's order from the cache
+    return tf.data.Dataset.range(8).shuffle(8, seed=1).cache().batch(4)
+
+
+@pytest.mark.parametrize("build", [_shuffle_then_repeat, _two_shuffles_concatenated, _shuffle_then_cache])
+def test_passes_that_draw_seeds_unlike_one_per_iterator_resume_exactly(build, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, LOGGER)
+    loader = SkipResumeLoader(build)
+    assert loader.determinism.exact is True and loader.determinism.reshuffles
+    card = int(build().cardinality())
+    check_resume_is_exact(build, tmp_path, positions=(1, card, card + 1, 3 * card + 1))
+    assert not caplog.records
+    cost = loader.measure_skip(3 * card + 1)
+    assert cost.skipped == 3 * card + 1 and cost.replays_passes  # the passes are read again for their seeds
+
+
 def test_global_seed_makes_an_unseeded_shuffle_exact(tmp_path, caplog):
     """A program that calls tf.random.set_seed before building its pipeline gets the same op seeds again."""
     caplog.set_level(logging.WARNING, LOGGER)
@@ -109,6 +134,32 @@ def test_global_seed_makes_an_unseeded_shuffle_exact(tmp_path, caplog):
     finally:
         tf.random.set_seed(None)
     assert not caplog.records
+
+
+def test_global_seed_drawn_again_in_the_same_process_is_warned(tmp_path, caplog):
+    """set_seed once, then two pipelines built in one process: the op seeds come from the seed's counter, so
+    the rebuilt pipeline is another stream and the resume says it is approximate."""
+    caplog.set_level(logging.WARNING, LOGGER)
+    tf.random.set_seed(1234)
+    try:
+        def build():
+            return tf.data.Dataset.range(N_ELEMENTS).shuffle(N_ELEMENTS).batch(B)
+
+        ref = SkipResumeLoader(build)
+        take(ref, 3)
+        ref.save_dataloader_state(str(tmp_path))
+        loader = SkipResumeLoader(build)
+        loader.load_dataloader_state(str(tmp_path))
+        take(loader, 1)
+    finally:
+        tf.random.set_seed(None)
+    assert [r.getMessage() for r in caplog.records if "random seeds differ" in r.getMessage()]
+
+
+def test_position_beyond_int64_is_refused():
+    loader = SkipResumeLoader(validation_pipeline)
+    with pytest.raises(StateError, match=r"batches_seen=9223372036854775808 is beyond any tf.data position"):
+        loader.load_state_dict({"batches_seen": 2**63, "version": "1.0"})
 
 
 def test_unseeded_shuffle_resumes_approximately_with_one_warning(tmp_path, caplog):
@@ -312,6 +363,18 @@ def _nondeterministic_options():
     return tf.data.Dataset.range(8).map(lambda x: x + 1, num_parallel_calls=2).with_options(opts)
 
 
+def _option_overridden_by_the_op():
+    opts = tf.data.Options()
+    opts.deterministic = False  # only ops left at deterministic="default" follow it
+    return tf.data.Dataset.range(8).map(lambda x: x + 1, num_parallel_calls=2, deterministic=True).with_options(opts)
+
+
+def _option_without_parallel_ops():
+    opts = tf.data.Options()
+    opts.deterministic = False
+    return tf.data.Dataset.range(8).map(lambda x: x + 1).with_options(opts)
+
+
 def _nested_unseeded_shuffle():
     return tf.data.Dataset.range(8).flat_map(lambda x: tf.data.Dataset.range(x).shuffle(4))
 
@@ -337,6 +400,8 @@ def _py_function():
     (_unseeded_random_op, False, "unseeded random op RandomUniform"),
     (_parallel_seeded_random, False, "parallel map"),
     (_nondeterministic_options, False, "options().deterministic is False"),
+    (_option_overridden_by_the_op, True, ""),
+    (_option_without_parallel_ops, True, ""),
     (lambda: tf.data.Dataset.range(8).interleave(lambda x: tf.data.Dataset.range(x), num_parallel_calls=2,
                                                  deterministic=False), False, "deterministic=False"),
     (_py_function, None, "Python code"),

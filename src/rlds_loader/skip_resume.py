@@ -3,21 +3,23 @@
 For training code whose loader is a tf.data graph that cannot move to `create_data_loader` yet (custom
 transforms, `tf.py_function`, interleaved mixtures). The checkpoint is the number of batches delivered:
 
-    {"batches_seen": N, "cardinality": L, "fingerprint": "<element spec + cardinality>", "version": "1.0"}
+    {"batches_seen": N, "cardinality": L, "fingerprint": "<element spec + cardinality>",
+     "seeds": "<the graph's random seeds>", "version": "1.0"}
 
-about 100 bytes, written atomically to a local path or any fsspec URL. Resuming rebuilds the pipeline and
+about 130 bytes, written atomically to a local path or any fsspec URL. Resuming rebuilds the pipeline and
 reads and discards the batches before N, so it costs time proportional to N (`measure_skip` tells how
 much); `create_data_loader` resumes in constant time, bit-exact, and should replace this when it can.
 
 What maps to what:
 - position N -> the stream the uninterrupted loader would have produced, which restarts a finite dataset at
-  its end. With a known finite cardinality L, epoch e = N // L starts are replayed by opening (and dropping)
-  e iterators when a seeded shuffle reshuffles per epoch (the seed generator advances once per iterator,
-  so this is what makes epoch e's order come back), then `skip(N % L)`; otherwise `repeat().skip(N)`
-  (unknown cardinality) or `skip(N)` (infinite).
+  its end. With a known finite cardinality L whose passes are alike, `skip(N % L)`; when a seeded op
+  reshuffles per pass, the N // L passes before are read again inside tf.data (`repeat().skip(N)`), which
+  draws their seeds and fills any cache as the uninterrupted run did, so pass e's order comes back; the same
+  for an unknown cardinality; `skip(N)` for an infinite dataset.
 - the pipeline's graph -> whether resume is exact (`analyze_pipeline`): exact when nothing in it draws
   unseeded randomness or runs without determinism; approximate (one warning) when something does or when
-  the graph cannot tell (Python code, run-time seeds).
+  the graph cannot tell (Python code, run-time seeds), and when the rebuilt pipeline's seeds differ from
+  the saved run's (the state keeps a digest of them).
 
 TensorFlow is imported when a loader is used, never by importing this module.
 """
@@ -77,6 +79,7 @@ class Determinism:
     exact: bool | None
     reasons: tuple[str, ...] = ()
     reshuffles: bool = False
+    seeds: str = ""  # digest of every seed in the graph: a rebuilt pipeline with other seeds is another stream
 
     def describe(self) -> str:
         head = {True: "exact", False: "approximate", None: "approximate (cannot tell)"}[self.exact]
@@ -143,8 +146,8 @@ def analyze_pipeline(ds) -> Determinism:
     reshuffles = False
 
     opts = ds.options()
-    if opts.deterministic is False:
-        reasons_bad.append("options().deterministic is False (elements may come out of order)")
+    seeds: list[Any] = []
+    option_unordered = False  # options().deterministic is False and a parallel op follows it
     try:
         gd = _graph_def(ds)
     except Exception as e:  # a dataset tf.data cannot serialize: say so rather than guess
@@ -174,12 +177,13 @@ def analyze_pipeline(ds) -> Determinism:
             op = node.op
             if op in _SEEDED_DATASET_OPS:
                 i, j = _SEEDED_DATASET_OPS[op]
-                seeds = [_const_value(by_name, node.input[k]) if k < len(node.input) else None for k in (i, j)]
+                pair = [_const_value(by_name, node.input[k]) if k < len(node.input) else None for k in (i, j)]
+                seeds.append([op, *pair])
                 kind = "shuffle" if op.startswith("Shuffle") else "random sampling (Dataset.random, " \
                     "sample_from_datasets, rejection sampling)"
-                if seeds == [0, 0]:
+                if pair == [0, 0]:
                     reasons_bad.append(f"unseeded {kind}{where} ({op})")
-                elif None in seeds and not any(seeds):
+                elif None in pair and not any(pair):
                     reasons_unknown.append(f"{kind}{where} with seeds computed at run time ({op})")
                 else:
                     again = node.attr.get("reshuffle_each_iteration") or node.attr.get("rerandomize_each_iteration")
@@ -194,6 +198,7 @@ def analyze_pipeline(ds) -> Determinism:
                 reasons_unknown.append(f"tf.random.Generator op {op}{where} (its state is not part of the "
                                        "pipeline's position)")
             elif "seed" in node.attr and "seed2" in node.attr and not op.startswith("Stateless"):
+                seeds.append([op, node.attr["seed"].i, node.attr["seed2"].i])
                 if node.attr["seed"].i == 0 and node.attr["seed2"].i == 0:
                     reasons_bad.append(f"unseeded random op {op}{where} (values after resume differ)")
                 elif scope in parallel_fns:
@@ -202,13 +207,18 @@ def analyze_pipeline(ds) -> Determinism:
             det = node.attr.get("deterministic")
             if det is not None and det.s == b"false":
                 reasons_bad.append(f"{op}{where} has deterministic=False")
+            elif opts.deterministic is False and _PARALLEL_OP.match(op) and (det is None or det.s == b"default"):
+                option_unordered = True  # an op's explicit deterministic=True overrides the option
             sloppy = node.attr.get("sloppy")
             if sloppy is not None and sloppy.b:
                 reasons_bad.append(f"{op}{where} is sloppy (unordered)")
 
+    if option_unordered:
+        reasons_bad.insert(0, "options().deterministic is False (elements of parallel ops may come out of order)")
     reasons = tuple(dict.fromkeys(reasons_bad + reasons_unknown))
     exact = False if reasons_bad else (None if reasons_unknown else True)
-    return Determinism(exact, reasons, reshuffles)
+    digest = hashlib.sha256(json.dumps(seeds, default=str).encode()).hexdigest()[:12]
+    return Determinism(exact, reasons, reshuffles, digest)
 
 
 # --------------------------------------------------------------------------------------------- stream
@@ -218,29 +228,32 @@ def dataset_cardinality(ds) -> int:
     return int(ds.cardinality().numpy())
 
 
-def skipped_batches(n: int, card: int) -> int:
-    """How many batches a resume at position n reads and discards: n % L for a known finite L, else n."""
-    return n % card if card > 0 else n
+def skipped_batches(n: int, card: int, replay_epochs: bool = False) -> int:
+    """How many batches a resume at position n reads and discards: n % L for a known finite L whose passes
+    are all alike, else n (passes replayed for their seeds are read too)."""
+    return n % card if card > 0 and not replay_epochs else n
 
 
 def open_stream(ds, start: int, card: int, replay_epochs: bool) -> Iterator[Any]:
     """Numpy elements of the stream `ds, ds, ds, ...` (a finite dataset restarts at its end) from `start`.
 
-    replay_epochs: open and drop one iterator per completed epoch before `start` (known finite L only),
-    so seed generators that reseed per iteration are where the uninterrupted run had them.
+    replay_epochs: the passes before `start` are not alike (seed generators reseed per pass), so they are
+    read again, inside tf.data: `ds.repeat().skip(start)`, as for an unknown cardinality. Reading them, not
+    just opening one iterator per pass, because a pass may draw seeds later than at its start or more than
+    once (a finite repeat or a concatenation after a reshuffling shuffle, a dataset used twice) and may fill
+    a cache that later passes read instead of reshuffling. Otherwise a known finite L skips `start % L`.
     """
     if card == 0:
         return
     if card == INFINITE:
         yield from (ds.skip(start) if start else ds).as_numpy_iterator()
         return
-    if card == UNKNOWN:  # may be finite: repeat() restarts it like the loop below, and stops if it is empty
+    if card == UNKNOWN or (replay_epochs and start >= card):
+        # repeat() restarts a finite dataset like the loop below (new input iterators, drawing the next seeds),
+        # and stops if it is empty
         yield from (ds.repeat().skip(start) if start else ds.repeat()).as_numpy_iterator()
         return
-    epochs, rest = divmod(start, card)
-    if replay_epochs:
-        for _ in range(epochs):
-            iter(ds)  # creating the iterator draws the epoch's seeds; nothing is read
+    rest = start % card
     first = True
     while True:
         count = 0
@@ -273,10 +286,12 @@ class SkipCost:
     """What resuming this pipeline costs, measured on fresh iterators.
 
     n                    the position measured
-    skipped              batches read and discarded to get there (n % L for a known finite L, else n)
+    skipped              batches read and discarded to get there (n % L for a known finite L whose passes
+                         are alike, else n: see skipped_batches)
     resume_seconds       open the stream at n and produce its first batch
     first_batch_seconds  the same at position 0 (pipeline start-up, shuffle buffer fill, ...)
     cardinality          batches per pass (-1 infinite, -2 unknown)
+    replays_passes       whether the passes before n are read again for their seeds (a reshuffling pipeline)
     """
 
     n: int
@@ -284,6 +299,7 @@ class SkipCost:
     resume_seconds: float
     first_batch_seconds: float
     cardinality: int
+    replays_passes: bool = False
 
     @property
     def per_batch_seconds(self) -> float:
@@ -291,7 +307,8 @@ class SkipCost:
 
     def estimate(self, n: int) -> float:
         """Seconds to the first batch when resuming at position n, extrapolated linearly."""
-        return self.first_batch_seconds + self.per_batch_seconds * skipped_batches(n, self.cardinality)
+        return self.first_batch_seconds + self.per_batch_seconds * skipped_batches(n, self.cardinality,
+                                                                                     self.replays_passes)
 
 
 # --------------------------------------------------------------------------------------------- loader
@@ -365,6 +382,7 @@ class SkipResumeLoader:
         self._stream: Iterator[Any] | None = None
         self._stream_pos = -1
         self._warned = False
+        self._saved_seeds: str | None = None  # the seeds digest of the run a loaded state came from
 
     # ----- the dataset
     def _new_dataset(self):
@@ -435,15 +453,30 @@ class SkipResumeLoader:
             yield batch
 
     def _open(self, start: int) -> Iterator[Any]:
+        want = self._saved_seeds or self.determinism.seeds
         ds = self._dataset(fresh=True)
         det = self.determinism
         if start:
             self._warn_if_approximate()
+            self._warn_if_reseeded(ds, want)
             log.info("resuming at batch %d: reading and discarding %d batches of the tf.data pipeline (time "
                      "grows with the position; rl.create_data_loader resumes in constant time)", start,
-                     skipped_batches(start, self._card))
+                     skipped_batches(start, self._card, det.reshuffles or det.exact is None))
         self._ds_used = True
         return open_stream(ds, start, self._card, replay_epochs=det.reshuffles or det.exact is None)
+
+    def _warn_if_reseeded(self, ds, want: str) -> None:
+        """A rebuilt pipeline whose seeds differ from the run being resumed is another stream: e.g. op seeds
+        derived from tf.random.set_seed, drawn again from its counter when the same process rebuilds."""
+        if self._warned or self.assume_deterministic is not None or self.determinism.exact is not True:
+            return
+        now = analyze_pipeline(ds).seeds
+        if want and now != want:
+            self._warned = True
+            log.warning("SkipResumeLoader: the order after resume is approximate, not the uninterrupted run's: the "
+                        "rebuilt pipeline's random seeds differ from those of the run being resumed (seeds derived "
+                        "from tf.random.set_seed are drawn again when one process rebuilds a pipeline; seed the "
+                        "ops themselves, or call set_seed in the function that builds the pipeline).")
 
     def _warn_if_approximate(self) -> None:
         det = self.determinism
@@ -471,13 +504,13 @@ class SkipResumeLoader:
             next(stream, None)
             times.append(time.perf_counter() - t0)
             del stream
-        return SkipCost(n, skipped_batches(n, self._card), times[1], times[0], int(self._card))
+        return SkipCost(n, skipped_batches(n, self._card, replay), times[1], times[0], int(self._card), replay)
 
     # ----- state
     def state_dict(self) -> dict[str, Any]:
         self._dataset(fresh=False)
         return {"batches_seen": self._batches_seen, "cardinality": self._card, "fingerprint": self._fingerprint,
-                "version": STATE_VERSION}
+                "seeds": self.determinism.seeds, "version": STATE_VERSION}
 
     def load_state_dict(self, state: Mapping[str, Any], *, source: str = "state", strict: bool = True) -> int:
         """Set the position; the next iteration rebuilds the pipeline and skips to it, once.
@@ -489,6 +522,8 @@ class SkipResumeLoader:
         seen = state.get("batches_seen") if isinstance(state, Mapping) else None
         if not isinstance(seen, int) or isinstance(seen, bool) or seen < 0:
             raise StateError(f"{source}: not a skip-resume state (needs an integer batches_seen >= 0)")
+        if seen >= 2**63:
+            raise StateError(f"{source}: batches_seen={seen} is beyond any tf.data position (int64)")
         saved_fp = state.get("fingerprint")
         if saved_fp is not None:
             current = self.state_dict()
@@ -502,6 +537,8 @@ class SkipResumeLoader:
                     raise StateError(msg + ". Refusing to resume (strict=False resumes anyway).")
                 log.warning("%s; resuming at batch %d anyway (strict=False)", msg, seen)
         self._batches_seen = int(seen)
+        saved_seeds = state.get("seeds")
+        self._saved_seeds = saved_seeds if isinstance(saved_seeds, str) else None
         self._stream = None  # the next __iter__ rebuilds and skips
         if seen:
             self._dataset(fresh=True)
