@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import simplejpeg
 from rlds_loader.tfds import features as F
 from rlds_loader.tfds import storage
 from rlds_loader.tfds.example_proto import Example, parse_example, serialize_example
+from rlds_loader.tfds.reader import open_dataset
 from rlds_loader.tfds.tfrecord import scan
 from rlds_loader.tfds.writer import shard_bounds, write_dataset
 
@@ -432,6 +434,33 @@ def test_array_record_format(tfds_mod, tmp_path):
     ds = builder.as_data_source(split="train")
     assert len(ds) == 5
     assert int(ds[3]["episode_metadata"]["episode_id"]) == 3
+
+
+def test_empty_dict_and_zero_sized_steps_read_as_tfds_gives_them(tfds_mod, tmp_path):
+    tfds, _ = tfds_mod
+    feat = F.FeaturesDict({"a": F.Scalar(np.int32), "e": F.FeaturesDict({}),
+                           "steps": F.Dataset({"n": F.Scalar(np.int64), "z": F.Tensor(shape=(0,), dtype=np.int32,
+                                                                                       encoding="zlib")})})
+    steps = [{"n": t, "z": np.zeros(0, np.int32)} for t in range(3)]
+    path = write_dataset(str(tmp_path), "empties", feat, {"train": [{"a": 1, "e": {}, "steps": steps}]})
+    theirs = next(iter(tfds.as_numpy(tfds.builder_from_directory(path).as_dataset(split="train"))))
+    ours = open_dataset(str(tmp_path), "empties").episode("train", 0)
+    assert ours["e"] == theirs["e"] == {} and ours["a"] == theirs["a"] == 1
+    assert ours["steps"]["z"].shape == (3, 0) and ours["steps"]["n"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("features, splits, message", [
+    ({"x": F.Tensor(shape=(3,), dtype=np.uint32, encoding="zlib")}, {"train": [{"x": np.zeros(3, np.uint32)}]},
+     "uint32 Tensor with encoding 'zlib'"),
+    ({"steps": F.Dataset({"s": F.Sequence(F.Scalar(np.int64), length=2)})}, {"train": [{"steps": []}]},
+     "fixed-length Sequence inside"),
+    ({"steps": F.Dataset({"x": F.Tensor(shape=(0,), dtype=np.int32)})}, {"train": [{"steps": []}]},
+     "0-sized dimension under a variable one"),
+    ({"x": F.Scalar(np.int64)}, {"train": [{"x": 1}], "test": []}, "split 'test' has no examples"),
+])
+def test_writer_refuses_what_tfds_cannot_read_back(tmp_path, features, splits, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_dataset(str(tmp_path), "unreadable", F.FeaturesDict(features), splits)
 
 
 def test_len_mismatch_is_refused(tmp_path):

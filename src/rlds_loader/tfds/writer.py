@@ -28,10 +28,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import fsspec
+import numpy as np
 
 from rlds_loader.tfds import storage
 from rlds_loader.tfds.example_proto import serialize_example
-from rlds_loader.tfds.features import ClassLabel, FeaturesDict, labels_file_name
+from rlds_loader.tfds.features import ClassLabel, FeaturesDict, Tensor, labels_file_name
 from rlds_loader.tfds.tfrecord import encode_record
 
 FILE_FORMATS = ("tfrecord", "array_record")
@@ -175,6 +176,25 @@ def _label_files(features: FeaturesDict) -> dict[str, str]:
     }
 
 
+def check_tfds_can_read(features: FeaturesDict) -> None:
+    """Refuse schemas TFDS writes or accepts but cannot read back, so that what we write TFDS reads: a
+    uint32 Tensor with zlib/bytes encoding (TF's decode_raw has no uint32), a fixed-length Sequence inside
+    another Sequence or the steps (TFDS's ragged decoding fails), an unencoded Tensor with a 0-sized
+    dimension under a variable length (TF's parser divides by zero)."""
+    for leaf in features.leaves():
+        f = leaf.feature
+        if isinstance(f, Tensor) and f.encoding != "none" and np.dtype(f.dtype) == np.uint32:
+            raise ValueError(f"feature {leaf.path!r}: TFDS cannot read a uint32 Tensor with encoding "
+                             f"{f.encoding!r} (TF's decode_raw has no uint32); use encoding 'none' or int64")
+        if any(d is not None for d in tuple(leaf.outer)[1:]):
+            raise ValueError(f"feature {leaf.path!r}: TFDS cannot read a fixed-length Sequence inside a Sequence "
+                             "or the steps; give it length=None")
+        shape = tuple(leaf.outer) + tuple(f.shape)
+        if isinstance(f, Tensor) and f.encoding == "none" and 0 in shape and None in shape:
+            raise ValueError(f"feature {leaf.path!r}: TFDS cannot read an unencoded Tensor with a 0-sized "
+                             f"dimension under a variable one ({shape}); use encoding 'zlib' or 'bytes'")
+
+
 def write_dataset(
     data_dir: str,
     name: str,
@@ -200,6 +220,7 @@ def write_dataset(
         raise ValueError(f"dataset name {name!r} may only contain letters, digits, '_' and '.'")
     if not _VERSION.match(version):
         raise ValueError(f"version must look like 1.0.0, got {version!r}")
+    check_tfds_can_read(features)
     fs, root = storage.filesystem(data_dir, **(storage_options or {}))
     folder = storage.join(root, name, version)
     fs.makedirs(folder, exist_ok=True)
@@ -225,6 +246,9 @@ def write_dataset(
                 count = len(records)
         lengths, num_bytes, files = _write_split(fs, folder, name, split, records, count, int(shards), file_format)
         written.update(files)
+        if not sum(lengths):
+            raise ValueError(f"split {split!r} has no examples: TFDS cannot read an empty split (its own writer "
+                             "refuses one too); leave the split out")
         split_infos.append(
             {
                 "filepathTemplate": FILEPATH_TEMPLATE,

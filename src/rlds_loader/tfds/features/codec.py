@@ -173,7 +173,13 @@ class _Decoder:
         if raw is None:
             self._missing(leaf, key, shape)
             raw = []
-        return _reshape(_from_wire(raw, dtype, key), shape, key)
+        arr = _from_wire(raw, dtype, key)
+        if arr.size == 0 and 0 in shape and shape.count(None) == 1:
+            # An empty array with a 0-sized dimension does not tell its unknown length (TFDS's parser even
+            # crashes on it): per step it is the sequence's length, read from its other keys; else 0.
+            n = num_steps(self.root, self.flat, leaf.outer_paths[0]) if leaf.outer and shape[0] is None else 0
+            shape = tuple(n if d is None else d for d in shape)
+        return _reshape(arr, shape, key)
 
     def _check_length(self, leaf: Leaf, key: str, n: int) -> None:
         seq = leaf.outer_paths[0]
@@ -297,15 +303,32 @@ def select_leaves(root: FeatureConnector, keys: Iterable[str] | None) -> list[Le
 
 
 def decode_tree(root: FeatureConnector, flat: Mapping[str, FeatureValue], keys: Iterable[str] | None = None) -> dict:
-    """Flat parsed Example -> nested dict of decoded values (only the leaves selected by `keys`)."""
+    """Flat parsed Example -> nested dict of decoded values (only the leaves selected by `keys`; every
+    FeaturesDict with no leaves at all, e.g. an empty one, appears as {} when all keys are decoded)."""
     decoder = _Decoder(root, flat)
     out: dict = {}
+    if keys is None:
+        _empty_dicts(root, out)
     for leaf in select_leaves(root, keys):
         node = out
         for name in leaf.parts[:-1]:
             node = node.setdefault(name, {})
         node[leaf.parts[-1]] = decoder.leaf(leaf)
     return out
+
+
+def _empty_dicts(feature: FeatureConnector, out: dict) -> None:
+    """Put {} in `out` for every FeaturesDict under `feature` (through Sequences and Datasets, which decode
+    to dicts of stacked values): TFDS decodes one that holds no leaf to {}; the others get filled by their
+    leaves. Duck-typed (`.features` of a dict, `.feature` of a sequence): those classes import this module."""
+    while getattr(feature, "feature", None) is not None:
+        feature = feature.feature
+    for name, child in (getattr(feature, "features", None) or {}).items():
+        inner = child
+        while getattr(inner, "feature", None) is not None:
+            inner = inner.feature
+        if isinstance(getattr(inner, "features", None), Mapping):
+            _empty_dicts(inner, out.setdefault(name, {}))
 
 
 def num_steps(root: FeatureConnector, flat: Mapping[str, FeatureValue], key: str = "steps") -> int:
