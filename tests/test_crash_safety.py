@@ -237,3 +237,46 @@ def test_a_save_removes_temp_files_of_long_dead_writers_only(loader, tmp_path):
     loader.save_dataloader_state(str(folder))
     assert not stale.exists() and young.exists() and other.exists()
     assert rl.create_data_loader(loader.config, 0, 1).load_dataloader_state(str(folder)) == loader.batches_seen
+
+
+def _alive_in_session(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid and int(entry) != sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_worker_processes_die_with_a_preempted_training_process(tmp_path, sig):
+    """A training process using Grain worker processes (num_processes=2) is killed as a preemption does:
+    its workers must not live on (they would keep their memory forever)."""
+    import subprocess
+
+    root = str(tmp_path / "data")
+    write_robot_dataset(root, "preempt", num_episodes=3, seed=1, num_shards=1)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import os, sys\n"
+        "import rlds_loader as rl\n"
+        "if __name__ == '__main__':\n"
+        f"    ds = rl.DatasetConfig(name='preempt', data_dir={root!r}, image_keys={{'primary': 'front'}},\n"
+        "                          state_keys=('joint_pos',), action_keys=('action',), language_key=None)\n"
+        "    cfg = rl.LoaderConfig(datasets=[ds], batch_size=4, action_horizon=2, image_size=(8, 8), num_processes=2)\n"
+        "    for batch in rl.create_data_loader(cfg, 0, 1):\n"
+        f"        os.kill(os.getpid(), {int(sig)})\n")
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.wait(timeout=120) == -sig
+        deadline = time.time() + 20
+        while _alive_in_session(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _alive_in_session(proc.pid) == []
+    finally:
+        for pid in _alive_in_session(proc.pid):
+            os.kill(pid, signal.SIGKILL)
