@@ -4,6 +4,7 @@ clear errors on bad input."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -384,6 +385,63 @@ def test_state_from_another_config_is_refused(robot_dir, tmp_path):
     with pytest.raises(rl.StateError, match="datasets"):
         mixed.load_dataloader_state(str(tmp_path))
     assert (tmp_path / "dataloader_state.json").read_bytes() == before
+
+
+def _scaled_standardize(scale: float):
+    def standardize(episode: dict) -> dict:
+        episode["steps"]["action"] = episode["steps"]["action"] * scale
+        return episode
+
+    return standardize
+
+
+class _Scale:
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def __call__(self, episode: dict) -> dict:
+        episode["steps"]["action"] = episode["steps"]["action"] * self.scale
+        return episode
+
+
+def _scale_by(episode: dict, scale: float) -> dict:
+    episode["steps"]["action"] = episode["steps"]["action"] * scale
+    return episode
+
+
+@pytest.mark.parametrize("make", [_scaled_standardize, _Scale, lambda s: functools.partial(_scale_by, scale=s)],
+                         ids=["closure", "callable object", "partial"])
+def test_functions_are_fingerprinted_with_what_they_capture(robot_dir, tmp_path, make):
+    """Two standardize functions of one source but other captured values make other streams: refused. The
+    same one gives the same fingerprint in another process (no memory address in it)."""
+    loader = rl.create_data_loader(one(robot_dir).replace(datasets=[dcfg(robot_dir, "alpha", standardize=make(1.0))]))
+    loader.save_dataloader_state(str(tmp_path))
+    other = rl.create_data_loader(one(robot_dir).replace(datasets=[dcfg(robot_dir, "alpha", standardize=make(2.0))]))
+    with pytest.raises(rl.StateError, match="functions such as standardize"):
+        other.load_dataloader_state(str(tmp_path))
+    code = ("import functools, sys; sys.path[:0] = [{tests!r}]; import test_loader as t, rlds_loader as rl; "
+            "make = {{'closure': t._scaled_standardize, 'callable object': t._Scale, "
+            "'partial': lambda s: functools.partial(t._scale_by, scale=s)}}[{kind!r}]; "
+            "cfg = t.one({root!r}).replace(datasets=[t.dcfg({root!r}, 'alpha', standardize=make(1.0))]); "
+            "print(rl.create_data_loader(cfg, 0, 1).state_dict()['fingerprint'])")
+    kind = {_scaled_standardize: "closure", _Scale: "callable object"}.get(make, "partial")
+    out = run_python(code.format(tests=os.path.dirname(__file__), kind=kind, root=robot_dir))
+    assert out.strip().splitlines()[-1] == loader.state_dict()["fingerprint"]
+
+
+def test_an_iterator_superseded_by_a_load_or_another_iteration_raises(robot_dir):
+    loader = rl.create_data_loader(one(robot_dir), 0, 1)
+    first = iter(loader)
+    next(first)
+    loader.load_state_dict({**loader.state_dict(), "batches_seen": 20})
+    with pytest.raises(rl.StateError, match="superseded.*batch 20"):
+        next(first)
+    second, third = iter(loader), iter(loader)
+    assert_tree_equal(next(second), loader.get_batch(20))
+    assert_tree_equal(next(third), loader.get_batch(21))  # the newest iteration owns the position
+    with pytest.raises(rl.StateError, match="superseded"):
+        next(second)
+    assert loader.batches_seen == 22
 
 
 @pytest.mark.parametrize("content,match", [

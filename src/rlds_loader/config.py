@@ -8,12 +8,15 @@ so a checkpoint can refuse a loader whose stream would differ; fields that only 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from rlds_loader.errors import ConfigError
 
@@ -215,13 +218,64 @@ def short_hash(obj: Any, n: int = 12) -> str:
 
 
 def function_source(fn: Callable | None) -> str | None:
-    """A function's source text (or qualified name when the source is unavailable), for fingerprints."""
+    """A user function (standardize, episode_filter, ...) -> text for fingerprints: its source, plus the values
+    it captures (closure cells, defaults, a functools.partial's arguments, a callable object's attributes),
+    so that two functions computing different things fingerprint differently, and the same function gives
+    the same text in every process. Values are described by `_stable_repr` (no memory addresses)."""
     if fn is None:
         return None
+    if isinstance(fn, functools.partial):
+        return (f"partial({function_source(fn.func)}, args={_stable_repr(fn.args)}, "
+                f"keywords={_stable_repr(fn.keywords)})")
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn) and not inspect.isbuiltin(fn):
+        # a callable object: its class's source and its state
+        return f"{_source_text(type(fn))} state={_stable_repr(getattr(fn, '__dict__', {}))}"
+    text = _source_text(fn)
+    code = getattr(fn, "__code__", None)
+    cells = getattr(fn, "__closure__", None) or ()
+    if code is not None and cells:
+        captured = {}
+        for name, cell in zip(code.co_freevars, cells, strict=False):
+            try:
+                captured[name] = cell.cell_contents
+            except ValueError:  # an empty cell
+                captured[name] = None
+        text += f" closure={_stable_repr(captured)}"
+    defaults = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None))
+    if any(defaults):
+        text += f" defaults={_stable_repr(defaults)}"
+    if inspect.ismethod(fn):  # a bound method: the state of its object too
+        text += f" self={_stable_repr(getattr(fn.__self__, '__dict__', {}))}"
+    return text
+
+
+def _source_text(obj: Any) -> str:
     try:
-        return inspect.getsource(fn)
+        return inspect.getsource(obj)
     except (OSError, TypeError):
-        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _stable_repr(value: Any, depth: int = 0) -> str:
+    """repr of plain data (numbers, strings, containers, numpy arrays by content); functions by
+    `function_source`; anything else by its type's name (its repr may hold a memory address)."""
+    if depth > 6:
+        return "..."
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return repr(value)
+    if isinstance(value, Mapping):
+        items = sorted((repr(k), _stable_repr(v, depth + 1)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_stable_repr(v, depth + 1) for v in value]
+        items = sorted(items) if isinstance(value, set | frozenset) else items
+        return f"{type(value).__name__}({', '.join(items)})"
+    if isinstance(value, np.ndarray | np.generic):
+        arr = np.asarray(value)
+        return f"ndarray({arr.dtype}, {arr.shape}, {hashlib.blake2b(arr.tobytes(), digest_size=8).hexdigest()})"
+    if callable(value) and not isinstance(value, type):
+        return f"fn({_source_text(value)})"  # not function_source: a closure may capture itself
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def expand_mixture(name: str, data_dir: str | None, templates: Sequence[DatasetConfig]) -> list[DatasetConfig]:

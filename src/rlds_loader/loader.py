@@ -96,6 +96,7 @@ class DataLoader:
         self.host_start, host_stop = sampling.host_rows(config.batch_size, process_index, process_count)
         self.rows_per_host = host_stop - self.host_start
         self._batches_seen = 0
+        self._iteration = 0  # which iteration owns the position: a newer iter() or a load supersedes the rest
         self._warned_budget = False
 
         opened = [self._open(dcfg) for dcfg in config.datasets]
@@ -339,6 +340,11 @@ class DataLoader:
         return max(0, self.total_batches - self._batches_seen)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Batches from `batches_seen` on. One iteration at a time owns the position: starting another one or
+        loading a state makes an earlier, unfinished iterator raise StateError at its next batch (it would
+        otherwise yield batches its own start implies while the counter says another position)."""
+        self._iteration += 1
+        mine = self._iteration
         start, stop = self._batches_seen, self.total_batches
         if stop is not None and start >= stop:
             return
@@ -348,6 +354,9 @@ class DataLoader:
                                 num_threads=num_threads, prefetch_batches=self.prefetch_batches,
                                 num_processes=self.config.num_processes)
         for batch in ds:
+            if self._iteration != mine:
+                raise StateError("this iterator of the data loader was superseded: a newer iteration or a loaded "
+                                 f"state moved the position to batch {self._batches_seen}; iterate the loader again")
             self._batches_seen += 1
             yield _plain_arrays(batch) if self.config.num_processes else batch
 
@@ -389,6 +398,7 @@ class DataLoader:
             raise StateError(f"{source}: not a data loader state (needs an integer 'batches_seen')")
         check_compatible(state, self.state_dict(), source)
         self._batches_seen = int(state["batches_seen"])
+        self._iteration += 1  # an unfinished iterator must not continue from its old position
         return self._batches_seen
 
     def save_dataloader_state(self, path: str, storage_options: dict | None = None) -> str:

@@ -109,7 +109,8 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], sourc
     saved_parts, cur_parts = saved.get("parts") or {}, current.get("parts") or {}
     for key in sorted(set(saved_parts) | set(cur_parts)):
         if saved_parts.get(key) != cur_parts.get(key) and not any(d.startswith(key) for d in diffs):
-            what = {"datasets": "datasets (names, versions, splits, weights or keys)",
+            what = {"datasets": "datasets (names, versions, splits, weights, keys or functions such as "
+                                "standardize and episode_filter)",
                     "sampling": "sampling (shuffle, seed or max_samples)",
                     "transforms": "transforms (action_horizon, image_size, ...)",
                     "data": "the data files (the datasets' shards changed)"}.get(key, key)
