@@ -16,7 +16,11 @@ A record is bad when
 A shard holding more records than dataset_info.json lists: the extra ones are listed too (they belong to
 no example index). Storage errors (missing file, retries exhausted) are never "bad data": they raise.
 
-Nothing is dropped at read time: a record that goes bad after the index was built raises when read.
+Nothing is dropped at read time. A record that goes bad after the index was built raises when what is read
+no longer parses or decodes (a truncated shard, a broken image, a whole-record read, which checks the CRC);
+the partial reads of the training path check no CRC, and the index cache is keyed by the shards' names and
+sizes, so bytes flipped in place inside a numeric field or a still-decodable image are read as they are.
+Rebuild the index (delete its cache) after repairing or replacing shard contents.
 """
 
 from __future__ import annotations
