@@ -30,11 +30,13 @@ def shaped_dir(tmp_path_factory) -> str:
     write_robot_dataset(root, "arm6", num_episodes=6, seed=5, state_dim=6, action_dim=5, cameras=("front",))
     write_robot_dataset(root, "arm3", num_episodes=7, seed=6, state_dim=3, action_dim=2, cameras=("wrist", "side"),
                         min_len=1, max_len=4)
+    write_robot_dataset(root, "arm4b", num_episodes=5, seed=7, state_dim=4, action_dim=3)  # arm4's shapes
     return root
 
 
 def ds(root, name, **kw):
-    cams = {"arm4": {"primary": "front", "wrist": "wrist"}, "arm6": {"primary": "front", "wrist": None},
+    cams = {"arm4": {"primary": "front", "wrist": "wrist"}, "arm4b": {"primary": "front", "wrist": "wrist"},
+            "arm6": {"primary": "front", "wrist": None},
             "arm3": {"primary": ["side", "wrist"], "wrist": "wrist"}}[name]
     base = dict(name=name, data_dir=root, image_keys=cams, state_keys=("joint_pos", "gripper"),
                 action_keys=("action",), language_key="language_instruction", text_keys={"reasoning": "reasoning"})
@@ -327,6 +329,40 @@ def test_validation_loader_uses_val_split_or_a_hash_split(shaped_dir, robot_dir_
     assert t_eps and v_eps and not (t_eps & v_eps) and t_eps | v_eps == set(range(9))
     with pytest.raises(rl.ConfigError, match="no validation split"):
         rl.create_data_loader(cfg.replace(val_fraction=None), 0, 1, validation=True)
+    # a scan filter (here one keeping everything) must not undo the split
+    kept = cfg.replace(datasets=[ds(shaped_dir, "arm4", episode_filter=lambda meta: True)])
+    assert {e for e, _ in _frames(rl.create_data_loader(kept, 0, 1))} == t_eps
+    assert {e for e, _ in _frames(rl.create_data_loader(kept, 0, 1, validation=True))} == v_eps
+
+
+@pytest.mark.parametrize("normalization", [None, "normal"])
+def test_statistics_cover_exactly_the_frames_sampled(shaped_dir, normalization):
+    """After min_episode_length and the validation hash split, with or without normalization asking for
+    them at build time: the statistics are those of the frames the loader samples."""
+    eps = _all_frames(shaped_dir, "arm4")
+    cfg = rl.LoaderConfig(datasets=[ds(shaped_dir, "arm4", min_episode_length=6, normalization=normalization)],
+                          batch_size=2, image_size=(8, 8), action_horizon=2, val_fraction=0.3)
+    loader = rl.create_data_loader(cfg, 0, 1)
+    frames = sorted(_frames(loader))
+    actions = np.stack([eps[e]["steps"]["action"][t] for e, t in frames]).astype(np.float64)
+    stats = loader.dataset_statistics["arm4"]["action"]
+    assert loader.dataset_statistics["arm4"]["num_frames"] == len(frames)
+    np.testing.assert_allclose(stats["mean"], actions.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["max"], actions.max(0), rtol=1e-6)
+
+
+def test_pooled_statistics_pool_the_sampled_datasets_only(shaped_dir):
+    """Pooled over the datasets the mixture samples (weight > 0), whether or not each has a filter."""
+    def loader(**arm4b):
+        return rl.create_data_loader(rl.LoaderConfig(
+            datasets=[ds(shaped_dir, "arm4", normalization="normal"),
+                      ds(shaped_dir, "arm4b", normalization="normal", **arm4b)],
+            batch_size=2, image_size=(8, 8), action_horizon=2, pooled_statistics=True), 0, 1)
+
+    plain, filtered = loader(), loader(episode_filter=lambda meta: True)
+    assert plain.dataset_statistics["__pooled__"] == filtered.dataset_statistics["__pooled__"]
+    alone = loader(weight=0.0).dataset_statistics
+    assert alone["__pooled__"]["action"] == alone["arm4"]["action"]
 
 
 @pytest.fixture(scope="session")
@@ -334,3 +370,21 @@ def robot_dir_val(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("withval"))
     write_robot_dataset(root, "alpha", num_episodes=5, seed=1, splits={"train": 5, "val": 2})
     return root
+
+
+def test_non_finite_values_name_the_dataset_episode_and_file(tmp_path):
+    from rlds_loader.tfds import features as F
+    from rlds_loader.tfds.writer import write_dataset
+
+    feats = F.FeaturesDict({"steps": F.Dataset({"observation": {"state": F.Tensor(shape=(2,), dtype=np.float32)},
+                                                "action": F.Tensor(shape=(2,), dtype=np.float32)})})
+    episodes = [{"steps": [{"observation": {"state": np.zeros(2, np.float32)},
+                            "action": np.array([np.nan if (e, t) == (1, 2) else t, 0], np.float32)}
+                           for t in range(4)]} for e in range(3)]
+    write_dataset(str(tmp_path), "nan_actions", feats, {"train": episodes})
+    cfg = rl.LoaderConfig(datasets=[rl.DatasetConfig(name="nan_actions", data_dir=str(tmp_path), state_keys=("state",),
+                                                     language_key=None, normalization="normal")],
+                          batch_size=2, image_size=None, action_horizon=2)
+    with pytest.raises(rl.ConfigError, match=r"'nan_actions': the action keys \['steps/action'\] of episode 1 "
+                                             r"\(.*nan_actions-train\.tfrecord-00000-of-00001 at byte offset \d+\)"):
+        rl.create_data_loader(cfg, 0, 1)

@@ -50,6 +50,18 @@ def _nest(flat: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
+def _selected_masks(frames: FrameIndex) -> dict[int, np.ndarray]:
+    """Episode -> bool mask of its steps that `frames`' segments select (episodes with no selected step
+    are absent)."""
+    out: dict[int, np.ndarray] = {}
+    for e, a, n in zip(frames.seg_episode.tolist(), frames.seg_start.tolist(), frames.seg_length.tolist(),
+                       strict=True):
+        if n > 0:
+            mask = out.setdefault(e, np.zeros(int(frames.num_steps[e]), bool))
+            mask[a:a + n] = True
+    return out
+
+
 def _episode_key(meta_flat: Mapping[str, Any], key: str | Callable[[dict], str]) -> str:
     if callable(key):
         return str(key(_nest(meta_flat, "episode_metadata/")))
@@ -62,17 +74,22 @@ def _episode_key(meta_flat: Mapping[str, Any], key: str | Callable[[dict], str])
 
 def run_pass(src: EpisodeSource, dcfg: DatasetConfig, resolved: ResolvedKeys, action_horizon: int,
              num_threads: int | None = None) -> PassResult:
-    """Read every episode once: keep masks from the filters, then statistics over the kept frames."""
+    """Read every episode once: keep masks from the filters, then statistics over the kept frames.
+
+    The filters narrow the frames `src.frames` already selects (its segments: the episode-level choices made
+    before the pass, such as min_episode_length and the validation hash split); an episode it leaves out
+    entirely is not read."""
     frames = src.frames
+    selected = _selected_masks(frames)
     ranges = filters.load_keep_ranges(dcfg.keep_ranges) if dcfg.keep_ranges is not None else None
     state_dim: list[int] = []
 
     def one(e: int):
-        if frames.num_steps[e] == 0:  # nothing to keep or count; an episode excluded as corrupt is not read
+        if e not in selected:  # nothing to keep or count (e.g. excluded as corrupt or by the hash split)
             return None
         ep = src.episode(e)
         T = int(frames.num_steps[e])
-        keep = np.full(T, T >= dcfg.min_episode_length, bool)
+        keep = selected[e] & (T >= dcfg.min_episode_length)
         meta = {k: v for k, v in ep.items() if k.startswith("episode_metadata/")}
         key = None
         if dcfg.episode_filter is not None and keep.any():
@@ -115,8 +132,15 @@ def run_pass(src: EpisodeSource, dcfg: DatasetConfig, resolved: ResolvedKeys, ac
         if state_acc is None:
             state_acc, action_acc = StatsAccumulator(state.shape[1]), StatsAccumulator(actions.shape[1])
         if len(actions):
-            state_acc.update(state)
-            action_acc.update(actions)
+            for what, acc, values, keys in (("state", state_acc, state, resolved.state),
+                                            ("action", action_acc, actions, resolved.actions)):
+                try:
+                    acc.update(values)
+                except ValueError as err:  # NaN or infinity: say where
+                    path, offset = frames.location(src.ds, e)
+                    raise ConfigError(f"dataset {dcfg.name!r}: the {what} keys {keys} of episode {e} ({path} at "
+                                      f"byte offset {offset}): {err}; statistics (and normalization) need finite "
+                                      "values") from err
             state_acc.add_episode()
             action_acc.add_episode()
     unknown = sorted(set(ranges) - {key for *_, key in results}) if ranges is not None else []
@@ -141,7 +165,8 @@ def _warn_unknown(dcfg: DatasetConfig, unknown: Sequence[str]) -> None:
 
 def pass_fingerprint(frames: FrameIndex, data_fp: Any, dcfg: DatasetConfig, resolved: ResolvedKeys,
                      action_horizon: int) -> str:
-    return short_hash({"format": PASS_FORMAT, "data": data_fp, "filters": dcfg.filter_spec(),
+    selection = short_hash([frames.seg_episode.tolist(), frames.seg_start.tolist(), frames.seg_length.tolist()])
+    return short_hash({"format": PASS_FORMAT, "data": data_fp, "selection": selection, "filters": dcfg.filter_spec(),
                        "numeric": dcfg.numeric_spec(), "keys": [resolved.state, resolved.actions,
                                                                 list(resolved.language)],
                        "horizon": action_horizon if dcfg.filter_idle_actions is not None else None}, 16)

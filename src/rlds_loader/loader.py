@@ -274,13 +274,15 @@ class DataLoader:
     def _pooled_statistics(self, opened: list[_Opened]) -> dict:
         from rlds_loader.statistics import pool_statistics
 
-        have = [o for o in opened if o.stats is not None and o.stats["state"] is not None]
+        # Every dataset the mixture samples (weight > 0), each frame it can sample counted once.
+        have = [o for o in opened if o.dcfg.weight > 0]
         if len({o.state_dim for o in have}) > 1 or len({o.action_dim for o in have}) > 1:
             raise ConfigError("pooled_statistics needs equal state and action sizes across the datasets")
-        weights = [o.stats["num_frames"] for o in have]
-        return {"state": pool_statistics([o.stats["state"] for o in have], weights),
-                "action": pool_statistics([o.stats["action"] for o in have], weights),
-                "num_frames": int(sum(weights)), "num_episodes": int(sum(o.stats["num_episodes"] for o in have))}
+        stats = [self._statistics_of(o) for o in have]
+        weights = [st["num_frames"] for st in stats]
+        return {"state": pool_statistics([st["state"] for st in stats], weights),
+                "action": pool_statistics([st["action"] for st in stats], weights),
+                "num_frames": int(sum(weights)), "num_episodes": int(sum(st["num_episodes"] for st in stats))}
 
     @staticmethod
     def _augment_per_camera(spec, cameras) -> dict | None:
@@ -313,17 +315,23 @@ class DataLoader:
         """Per dataset (and "__pooled__" when pooled): state/action mean, std, min, max, q01, q99 and counts,
         as JSON-able lists: save them with the model to un-normalize actions at inference."""
         for o in self._opened:
-            if o.dcfg.name not in self._statistics:  # no normalization asked: compute on first request
-                rt = o.runtime
-                src = EpisodeSource(o.ds, rt.frames, o.dcfg.name, paths=rt.keys.state + rt.keys.actions,
-                                    standardize=o.dcfg.standardize)
-                plain = dataclasses.replace(o.dcfg, episode_filter=None, keep_ranges=None, filter_idle_actions=None,
-                                            skip_unlabeled=False, min_episode_length=1)
-                result = cached_pass(src, plain, rt.keys, self.config.action_horizon,
-                                     [o.data_fp, short_hash(rt.frames.first_frame.tobytes())],
-                                     force=self.config.force_recompute_statistics, cache_dir=self.config.cache_dir)
-                self._statistics[o.dcfg.name] = result.statistics
+            self._statistics_of(o)
         return {name: statistics_json(st) for name, st in self._statistics.items()}
+
+    def _statistics_of(self, o: _Opened) -> dict[str, Any]:
+        """One dataset's statistics over exactly the frames it samples (computed on first request when no
+        normalization asked for them when the loader was built)."""
+        if o.dcfg.name not in self._statistics:
+            rt = o.runtime
+            src = EpisodeSource(o.ds, rt.frames, o.dcfg.name, paths=rt.keys.state + rt.keys.actions,
+                                standardize=o.dcfg.standardize)
+            # rt.frames already holds what the filters kept: the pass only measures it
+            plain = dataclasses.replace(o.dcfg, episode_filter=None, keep_ranges=None, filter_idle_actions=None,
+                                        skip_unlabeled=False, min_episode_length=1)
+            result = cached_pass(src, plain, rt.keys, self.config.action_horizon, [o.data_fp],
+                                 force=self.config.force_recompute_statistics, cache_dir=self.config.cache_dir)
+            self._statistics[o.dcfg.name] = result.statistics
+        return self._statistics[o.dcfg.name]
 
     # ----- iteration
     @property
