@@ -429,6 +429,27 @@ def test_functions_are_fingerprinted_with_what_they_capture(robot_dir, tmp_path,
     assert out.strip().splitlines()[-1] == loader.state_dict()["fingerprint"]
 
 
+def test_function_fingerprints_ignore_mutable_state_and_keep_getter_arguments(robot_dir):
+    from operator import itemgetter
+
+    from rlds_loader.config import function_source
+
+    def memoized(episode: dict, _memo={}):  # noqa: B006 (a memo: the point of the test)
+        _memo[len(_memo)] = True
+        return episode
+
+    before = function_source(memoized)
+    memoized({}), memoized({})
+    assert function_source(memoized) == before  # the memo filled: the same function, the same fingerprint
+    assert function_source(itemgetter("file_path")) != function_source(itemgetter("episode_id"))
+    assert "0x" not in function_source(itemgetter("file_path"))
+
+
+def test_batch_size_one_streams_from_the_start(robot_dir):
+    loader = rl.create_data_loader(one(robot_dir).replace(batch_size=1), 0, 1)
+    assert_tree_equal(next(iter(loader)), loader.get_batch(0))
+
+
 def test_an_iterator_superseded_by_a_load_or_another_iteration_raises(robot_dir):
     loader = rl.create_data_loader(one(robot_dir), 0, 1)
     first = iter(loader)

@@ -218,18 +218,23 @@ def short_hash(obj: Any, n: int = 12) -> str:
 
 
 def function_source(fn: Callable | None) -> str | None:
-    """A user function (standardize, episode_filter, ...) -> text for fingerprints: its source, plus the values
-    it captures (closure cells, defaults, a functools.partial's arguments, a callable object's attributes),
-    so that two functions computing different things fingerprint differently, and the same function gives
-    the same text in every process. Values are described by `_stable_repr` (no memory addresses)."""
+    """A user function (standardize, episode_filter, ...) -> text for fingerprints: its source, plus the
+    immutable values it captures (closure cells, defaults, a functools.partial's arguments, a callable
+    object's or bound method's attributes), so that two functions computing different things fingerprint
+    differently, and the same function gives the same text in every process and at every moment: values are
+    described by `_stable_repr`, which names mutable containers (a memo dict, a cache list) by type only,
+    since they change as the function runs, and prints no memory address."""
     if fn is None:
         return None
     if isinstance(fn, functools.partial):
         return (f"partial({function_source(fn.func)}, args={_stable_repr(fn.args)}, "
-                f"keywords={_stable_repr(fn.keywords)})")
+                f"keywords={_values(fn.keywords)})")
     if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn) and not inspect.isbuiltin(fn):
-        # a callable object: its class's source and its state
-        return f"{_source_text(type(fn))} state={_stable_repr(getattr(fn, '__dict__', {}))}"
+        # a callable object: its class's source and its attributes; objects without attributes (operator's
+        # itemgetter, attrgetter, ...) by their repr when it holds no address
+        state = getattr(fn, "__dict__", None)
+        described = _values(state) if state is not None else _address_free_repr(fn)
+        return f"{_source_text(type(fn))} state={described}"
     text = _source_text(fn)
     code = getattr(fn, "__code__", None)
     cells = getattr(fn, "__closure__", None) or ()
@@ -240,12 +245,12 @@ def function_source(fn: Callable | None) -> str | None:
                 captured[name] = cell.cell_contents
             except ValueError:  # an empty cell
                 captured[name] = None
-        text += f" closure={_stable_repr(captured)}"
+        text += f" closure={_values(captured)}"
     defaults = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None))
     if any(defaults):
-        text += f" defaults={_stable_repr(defaults)}"
-    if inspect.ismethod(fn):  # a bound method: the state of its object too
-        text += f" self={_stable_repr(getattr(fn.__self__, '__dict__', {}))}"
+        text += f" defaults={_stable_repr(defaults[0])} {_values(defaults[1] or {})}"
+    if inspect.ismethod(fn):  # a bound method: the attributes of its object too
+        text += f" self={_values(getattr(fn.__self__, '__dict__', {}))}"
     return text
 
 
@@ -256,20 +261,27 @@ def _source_text(obj: Any) -> str:
         return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
+def _values(named: Mapping[str, Any]) -> str:
+    """{name: value} (captured variables, attributes, keyword arguments) -> stable text, by name."""
+    return "{" + ", ".join(f"{k}={_stable_repr(v)}" for k, v in sorted(named.items(), key=lambda kv: str(kv[0]))) + "}"
+
+
+def _address_free_repr(value: Any) -> str:
+    text = repr(value)
+    return f"<{type(value).__qualname__}>" if " at 0x" in text else text
+
+
 def _stable_repr(value: Any, depth: int = 0) -> str:
-    """repr of plain data (numbers, strings, containers, numpy arrays by content); functions by
-    `function_source`; anything else by its type's name (its repr may hold a memory address)."""
+    """Immutable data by value (numbers, strings, tuples, frozensets, numpy arrays by content); functions by
+    their source; mutable containers and other objects by type (their content or repr may change as the
+    function runs, or hold a memory address)."""
     if depth > 6:
         return "..."
     if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return repr(value)
-    if isinstance(value, Mapping):
-        items = sorted((repr(k), _stable_repr(v, depth + 1)) for k, v in value.items())
-        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, tuple | frozenset):
         items = [_stable_repr(v, depth + 1) for v in value]
-        items = sorted(items) if isinstance(value, set | frozenset) else items
-        return f"{type(value).__name__}({', '.join(items)})"
+        return f"{type(value).__name__}({', '.join(sorted(items) if isinstance(value, frozenset) else items)})"
     if isinstance(value, np.ndarray | np.generic):
         arr = np.asarray(value)
         return f"ndarray({arr.dtype}, {arr.shape}, {hashlib.blake2b(arr.tobytes(), digest_size=8).hexdigest()})"

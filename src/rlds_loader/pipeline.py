@@ -467,8 +467,7 @@ def build_iter_dataset(builder: BatchBuilder, *, global_batch: int, host_start: 
     With `num_processes`, Grain's worker processes each build whole batches (batch b in worker b % P) on
     one thread and Grain hands them back in order, for work that holds the GIL.
     """
-    # No stop: every batch whose positions fit in int64 (the range a state may hold).
-    stop = stop_batch if stop_batch is not None else (1 << 63) // max(global_batch, 1)
+    stop = stop_batch if stop_batch is not None else sampling.batch_limit(global_batch)
     threads = 1 if num_processes else num_threads
     ds = grain.MapDataset.range(start_batch, max(stop, start_batch))
     ds = ds.map(_BatchJob(builder, global_batch, host_start, rows_per_host, threads))

@@ -366,6 +366,12 @@ class Mixture:
 
 
 # ------------------------------------------------------------------------------------------------- hosts
+def batch_limit(global_batch: int) -> int:
+    """Batches of the position space: their sample positions fit in int64, and their count in a Python
+    range (2**63 - 1). A stream without an end serves batches 0 .. batch_limit - 1; a state beyond is refused."""
+    return min((1 << 63) // max(1, int(global_batch)), (1 << 63) - 1)
+
+
 def host_rows(batch_size: int, process_index: int, process_count: int) -> tuple[int, int]:
     """Rows ``[h * B / P, (h + 1) * B / P)`` of every global batch that host h of P loads."""
     batch_size, process_index, process_count = map(operator.index, (batch_size, process_index, process_count))

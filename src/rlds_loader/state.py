@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rlds_loader.errors import StateError
+from rlds_loader.sampling import batch_limit
 from rlds_loader.tfds import storage
 
 STATE_FORMAT = "rlds_loader.state/1"
@@ -95,7 +96,7 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], sourc
         raise StateError(f"{source}: corrupt data loader state (batches_seen={seen!r:.100}, "
                          "want an integer >= 0)")
     batch = current.get("global_batch_size")
-    if isinstance(batch, int) and seen * max(batch, 1) >= 2**63:
+    if isinstance(batch, int) and seen >= batch_limit(batch):
         raise StateError(f"{source}: batches_seen={seen} is beyond any stream (sample positions are int64)")
     if saved.get("legacy") and "format" not in saved:  # read_state's marker for the skip loaders' format
         return
