@@ -429,20 +429,32 @@ def test_functions_are_fingerprinted_with_what_they_capture(robot_dir, tmp_path,
     assert out.strip().splitlines()[-1] == loader.state_dict()["fingerprint"]
 
 
-def test_function_fingerprints_ignore_mutable_state_and_keep_getter_arguments(robot_dir):
+def _memoizing_standardize():
+    def standardize(episode: dict, _memo={}):  # noqa: B006 (a memo the function fills as it runs)
+        _memo[len(_memo)] = True
+        return episode
+
+    return standardize
+
+
+def test_fingerprint_is_taken_before_user_functions_run(robot_dir):
+    """A function whose captured state changes as it runs (a memo) fingerprints as it was before running, so a
+    restarted job (a fresh function, its pass read from the cache) resumes its own checkpoint."""
     from operator import itemgetter
 
     from rlds_loader.config import function_source
 
-    def memoized(episode: dict, _memo={}):  # noqa: B006 (a memo: the point of the test)
-        _memo[len(_memo)] = True
-        return episode
+    def build(fn):
+        return rl.create_data_loader(one(robot_dir).replace(
+            datasets=[dcfg(robot_dir, "alpha", standardize=fn, normalization="normal")]), 0, 1)
 
-    before = function_source(memoized)
-    memoized({}), memoized({})
-    assert function_source(memoized) == before  # the memo filled: the same function, the same fingerprint
+    first = build(_memoizing_standardize())  # computes the pass: runs the function, fills its memo
+    restarted = build(_memoizing_standardize())  # the pass comes from the cache: the memo stays empty
+    assert first.state_dict()["fingerprint"] == restarted.state_dict()["fingerprint"]
     assert function_source(itemgetter("file_path")) != function_source(itemgetter("episode_id"))
     assert "0x" not in function_source(itemgetter("file_path"))
+    allowed = [{0, 1}, {5, 6}]  # closures over other sets are other functions
+    assert len({function_source((lambda s: lambda meta: meta["id"] in s)(a)) for a in allowed}) == 2
 
 
 def test_batch_size_one_streams_from_the_start(robot_dir):
@@ -463,6 +475,9 @@ def test_an_iterator_superseded_by_a_load_or_another_iteration_raises(robot_dir)
     with pytest.raises(rl.StateError, match="superseded"):
         next(second)
     assert loader.batches_seen == 22
+    # a load that keeps the position (e.g. a refused multi-host load putting the old state back) does not
+    loader.load_state_dict(loader.state_dict())
+    assert_tree_equal(next(third), loader.get_batch(22))
 
 
 @pytest.mark.parametrize("content,match", [

@@ -349,20 +349,26 @@ def test_statistics_cover_exactly_the_frames_sampled(shaped_dir, normalization):
     assert loader.dataset_statistics["arm4"]["num_frames"] == len(frames)
     np.testing.assert_allclose(stats["mean"], actions.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["max"], actions.max(0), rtol=1e-6)
+    if normalization:  # the validation loader normalizes with the training frames' statistics
+        val = rl.create_data_loader(cfg, 0, 1, validation=True)
+        assert val.dataset_statistics["arm4"] == loader.dataset_statistics["arm4"]
+        assert not {e for e, _ in _frames(val)} & {e for e, _ in frames}
 
 
 def test_pooled_statistics_pool_the_sampled_datasets_only(shaped_dir):
-    """Pooled over the datasets the mixture samples (weight > 0), whether or not each has a filter."""
+    """Pooled over the normalized datasets the mixture samples (weight > 0), whether or not each has a filter."""
     def loader(**arm4b):
         return rl.create_data_loader(rl.LoaderConfig(
             datasets=[ds(shaped_dir, "arm4", normalization="normal"),
-                      ds(shaped_dir, "arm4b", normalization="normal", **arm4b)],
+                      ds(shaped_dir, "arm4b", **{"normalization": "normal", **arm4b})],
             batch_size=2, image_size=(8, 8), action_horizon=2, pooled_statistics=True), 0, 1)
 
     plain, filtered = loader(), loader(episode_filter=lambda meta: True)
     assert plain.dataset_statistics["__pooled__"] == filtered.dataset_statistics["__pooled__"]
-    alone = loader(weight=0.0).dataset_statistics
-    assert alone["__pooled__"]["action"] == alone["arm4"]["action"]
+    for left_out in ({"weight": 0.0}, {"normalization": None},
+                     {"normalization": None, "episode_filter": lambda meta: True}):
+        alone = loader(**left_out).dataset_statistics
+        assert alone["__pooled__"]["action"] == alone["arm4"]["action"], left_out
 
 
 @pytest.fixture(scope="session")

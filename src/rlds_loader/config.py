@@ -219,11 +219,12 @@ def short_hash(obj: Any, n: int = 12) -> str:
 
 def function_source(fn: Callable | None) -> str | None:
     """A user function (standardize, episode_filter, ...) -> text for fingerprints: its source, plus the
-    immutable values it captures (closure cells, defaults, a functools.partial's arguments, a callable
-    object's or bound method's attributes), so that two functions computing different things fingerprint
-    differently, and the same function gives the same text in every process and at every moment: values are
-    described by `_stable_repr`, which names mutable containers (a memo dict, a cache list) by type only,
-    since they change as the function runs, and prints no memory address."""
+    values it captures (closure cells, defaults, a functools.partial's arguments, a callable object's or
+    bound method's attributes), so that two functions computing different things fingerprint differently
+    and the same function gives the same text in every process (`_stable_repr`: no memory address).
+
+    Captured values are taken as they are now: a function that fills a memo or sets an attribute as it runs
+    changes its text, so the loader takes its fingerprint before it runs any user function."""
     if fn is None:
         return None
     if isinstance(fn, functools.partial):
@@ -272,16 +273,19 @@ def _address_free_repr(value: Any) -> str:
 
 
 def _stable_repr(value: Any, depth: int = 0) -> str:
-    """Immutable data by value (numbers, strings, tuples, frozensets, numpy arrays by content); functions by
-    their source; mutable containers and other objects by type (their content or repr may change as the
-    function runs, or hold a memory address)."""
+    """Data by value (numbers, strings, containers, numpy arrays by content); functions by their source; other
+    objects by type (their repr may hold a memory address)."""
     if depth > 6:
         return "..."
     if value is None or isinstance(value, bool | int | float | complex | str | bytes):
         return repr(value)
-    if isinstance(value, tuple | frozenset):
+    if isinstance(value, Mapping):
+        items = sorted((_stable_repr(k, depth + 1), _stable_repr(v, depth + 1)) for k, v in value.items())
+        return f"{type(value).__name__}{{{', '.join(f'{k}: {v}' for k, v in items)}}}"
+    if isinstance(value, list | tuple | set | frozenset):
         items = [_stable_repr(v, depth + 1) for v in value]
-        return f"{type(value).__name__}({', '.join(sorted(items) if isinstance(value, frozenset) else items)})"
+        unordered = isinstance(value, set | frozenset)
+        return f"{type(value).__name__}({', '.join(sorted(items) if unordered else items)})"
     if isinstance(value, np.ndarray | np.generic):
         arr = np.asarray(value)
         return f"ndarray({arr.dtype}, {arr.shape}, {hashlib.blake2b(arr.tobytes(), digest_size=8).hexdigest()})"

@@ -98,6 +98,9 @@ class DataLoader:
         self._batches_seen = 0
         self._iteration = 0  # which iteration owns the position: a newer iter() or a load supersedes the rest
         self._warned_budget = False
+        # Before any user function runs (filters, standardize): their fingerprints include what they capture,
+        # which a memo or a lazily set attribute would change.
+        stream = config.stream_parts()
 
         opened = [self._open(dcfg) for dcfg in config.datasets]
         self._opened = opened
@@ -149,7 +152,6 @@ class DataLoader:
                                int(config.seed), bool(config.shuffle))
         self.builder = BatchBuilder(self.plan, [o.runtime for o in opened], self.schema)
 
-        stream = config.stream_parts()
         stream["sampling"]["validation"] = validation
         parts = {k: short_hash(v, 12) for k, v in stream.items()}
         parts["data"] = short_hash([o.data_fp for o in opened], 12)
@@ -172,12 +174,7 @@ class DataLoader:
             spec, hash_val = self._validation_split(ds, dcfg)
         elif cfg.val_fraction is not None and self._own_val_split(ds, dcfg) is None:
             hash_val = False  # training: leave out the episodes the validation loader takes
-        ranges = ds.resolve_split(spec)
-        tables = {s: build_episode_table(ds, s, cache_dir=cfg.cache_dir, on_corrupt=dcfg.on_corrupt,
-                                         verify_images=dcfg.verify_images)
-                  for s in dict.fromkeys(s for s, _, _ in ranges)}
-        frames = FrameIndex.from_tables(tables, ranges)
-        data_fp = [ds.version, [[s, a, b] for s, a, b in ranges], [tables[s].fingerprint for s in sorted(tables)]]
+        frames, tables, data_fp = self._split_frames(ds, dcfg, spec)
         described = {path: tuple(shape) for path, _, shape, _ in ds.features.describe()}
         probe = EpisodeSource(ds, frames, dcfg.name, standardize=dcfg.standardize)
         if dcfg.standardize is not None:  # keys name the standardized episode's fields
@@ -190,25 +187,22 @@ class DataLoader:
         if dcfg.standardize is None:  # a standardized episode's fields have no declared types
             check_cameras(dcfg.name, resolved, list(ds.features.leaves()))
 
-        keep = frames.num_steps >= dcfg.min_episode_length
-        if hash_val is not None:
-            keep &= self._hash_split(dcfg.name, frames) == hash_val
-        if not keep.all():
-            frames = frames.with_segments(np.arange(frames.num_episodes), np.zeros(frames.num_episodes, np.int64),
-                                          np.where(keep, frames.num_steps, 0))
+        frames = self._episode_selection(frames, dcfg, hash_val)
         stats = None
         if dcfg.needs_scan() or dcfg.normalization:
-            meta = [p for p in leaves if p.startswith("episode_metadata/")]
-            pass_src = EpisodeSource(ds, frames, dcfg.name, paths=resolved.state + resolved.actions
-                                     + list(resolved.language) + meta, standardize=dcfg.standardize)
-            result = cached_pass(pass_src, dcfg, resolved, cfg.action_horizon, [data_fp, hash_val],
-                                 force=cfg.force_recompute_statistics, cache_dir=cfg.cache_dir)
+            result = self._pass(ds, dcfg, resolved, leaves, frames, [data_fp, hash_val])
             seg_e, seg_s, seg_l = result.segments
             if dcfg.needs_scan():
                 frames = frames.with_segments(seg_e, seg_s, seg_l)
             else:  # statistics only: the sample space keeps the episode-level selection made above
                 frames = frames.with_segments(frames.seg_episode, frames.seg_start, frames.seg_length)
             stats = result.statistics
+            if self.validation and dcfg.normalization:
+                # Validation batches are normalized as training batches are: with the training frames' statistics
+                train_hash = False if hash_val is not None else None
+                train, _, train_fp = self._split_frames(ds, dcfg, dcfg.split)
+                train = self._episode_selection(train, dcfg, train_hash)
+                stats = self._pass(ds, dcfg, resolved, leaves, train, [train_fp, train_hash]).statistics
         # Partial reads (only the bytes a step needs) unless a standardize function must see whole episodes.
         source: EpisodeSource | StepReader = (
             StepReader(ds, frames, tables) if dcfg.standardize is None
@@ -237,6 +231,34 @@ class DataLoader:
                                  action_stats=stats["action"] if stats and dcfg.normalization else None,
                                  action_mask=mask)
         return _Opened(dcfg, ds, frames, resolved, runtime, stats, data_fp, state_dim, action_dim, spec)
+
+    def _split_frames(self, ds, dcfg: DatasetConfig, spec: str) -> tuple[FrameIndex, dict, list]:
+        """A split spec -> its FrameIndex (every episode), the episode tables by split, the data fingerprint."""
+        ranges = ds.resolve_split(spec)
+        tables = {s: build_episode_table(ds, s, cache_dir=self.config.cache_dir, on_corrupt=dcfg.on_corrupt,
+                                         verify_images=dcfg.verify_images)
+                  for s in dict.fromkeys(s for s, _, _ in ranges)}
+        data_fp = [ds.version, [[s, a, b] for s, a, b in ranges], [tables[s].fingerprint for s in sorted(tables)]]
+        return FrameIndex.from_tables(tables, ranges), tables, data_fp
+
+    def _episode_selection(self, frames: FrameIndex, dcfg: DatasetConfig, hash_val: bool | None) -> FrameIndex:
+        """The episodes taking part before any scan: long enough, and on this loader's side of the hash split."""
+        keep = frames.num_steps >= dcfg.min_episode_length
+        if hash_val is not None:
+            keep &= self._hash_split(dcfg.name, frames) == hash_val
+        if keep.all():
+            return frames
+        return frames.with_segments(np.arange(frames.num_episodes), np.zeros(frames.num_episodes, np.int64),
+                                    np.where(keep, frames.num_steps, 0))
+
+    def _pass(self, ds, dcfg: DatasetConfig, resolved: ResolvedKeys, leaves: list[str], frames: FrameIndex,
+              data_fp: list) -> Any:
+        """The filters' segments and the statistics over `frames` (`cached_pass`)."""
+        meta = [p for p in leaves if p.startswith("episode_metadata/")]
+        src = EpisodeSource(ds, frames, dcfg.name, paths=resolved.state + resolved.actions + list(resolved.language)
+                            + meta, standardize=dcfg.standardize)
+        return cached_pass(src, dcfg, resolved, self.config.action_horizon, data_fp,
+                           force=self.config.force_recompute_statistics, cache_dir=self.config.cache_dir)
 
     @staticmethod
     def _own_val_split(ds, dcfg: DatasetConfig) -> str | None:
@@ -274,8 +296,8 @@ class DataLoader:
     def _pooled_statistics(self, opened: list[_Opened]) -> dict:
         from rlds_loader.statistics import pool_statistics
 
-        # Every dataset the mixture samples (weight > 0), each frame it can sample counted once.
-        have = [o for o in opened if o.dcfg.weight > 0]
+        # Every normalized dataset the mixture samples (weight > 0), each frame it can sample counted once.
+        have = [o for o in opened if o.dcfg.weight > 0 and o.dcfg.normalization]
         if len({o.state_dim for o in have}) > 1 or len({o.action_dim for o in have}) > 1:
             raise ConfigError("pooled_statistics needs equal state and action sizes across the datasets")
         stats = [self._statistics_of(o) for o in have]
@@ -405,8 +427,9 @@ class DataLoader:
         if not isinstance(state, dict) or not isinstance(state.get("batches_seen"), int):
             raise StateError(f"{source}: not a data loader state (needs an integer 'batches_seen')")
         check_compatible(state, self.state_dict(), source)
+        if int(state["batches_seen"]) != self._batches_seen:
+            self._iteration += 1  # an unfinished iterator must not continue from its old position
         self._batches_seen = int(state["batches_seen"])
-        self._iteration += 1  # an unfinished iterator must not continue from its old position
         return self._batches_seen
 
     def save_dataloader_state(self, path: str, storage_options: dict | None = None) -> str:
