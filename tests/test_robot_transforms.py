@@ -369,6 +369,11 @@ def test_pooled_statistics_pool_the_sampled_datasets_only(shaped_dir):
                      {"normalization": None, "episode_filter": lambda meta: True}):
         alone = loader(**left_out).dataset_statistics
         assert alone["__pooled__"]["action"] == alone["arm4"]["action"], left_out
+    # only a weight-0 dataset is normalized: nothing to pool, nothing pooled
+    none = rl.create_data_loader(rl.LoaderConfig(
+        datasets=[ds(shaped_dir, "arm4"), ds(shaped_dir, "arm4b", weight=0.0, normalization="normal")],
+        batch_size=2, image_size=(8, 8), action_horizon=2, pooled_statistics=True), 0, 1)
+    assert "__pooled__" not in none.dataset_statistics
 
 
 @pytest.fixture(scope="session")

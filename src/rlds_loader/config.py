@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import json
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,10 +224,27 @@ def function_source(fn: Callable | None) -> str | None:
     bound method's attributes), so that two functions computing different things fingerprint differently
     and the same function gives the same text in every process (`_stable_repr`: no memory address).
 
-    Captured values are taken as they are now: a function that fills a memo or sets an attribute as it runs
-    changes its text, so the loader takes its fingerprint before it runs any user function."""
+    Captured values are taken the first time a function is described in this process and the text is kept
+    (per function object): a function that fills a memo or sets an attribute as it runs keeps the text it had
+    before running, which is what a restarted process computes too (the loader describes its functions before
+    running any)."""
     if fn is None:
         return None
+    owner, name = (fn.__self__, fn.__func__.__qualname__) if inspect.ismethod(fn) else (fn, "")
+    try:
+        kept = _SOURCES.setdefault(owner, {})
+    except TypeError:  # not weak-referenceable (e.g. operator.itemgetter): nothing of it changes anyway
+        return _describe(fn)
+    if name not in kept:
+        kept[name] = _describe(fn)
+    return kept[name]
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # function (or method's object) -> texts
+
+
+def _describe(fn: Callable) -> str:
+    """function_source's text of `fn`, computed now."""
     if isinstance(fn, functools.partial):
         return (f"partial({function_source(fn.func)}, args={_stable_repr(fn.args)}, "
                 f"keywords={_values(fn.keywords)})")

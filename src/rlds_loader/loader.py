@@ -127,7 +127,7 @@ class DataLoader:
         state_dim = self._common_dim("state", [o.state_dim for o in opened], config.max_state_dim)
         action_dim = self._common_dim("action", [o.action_dim for o in opened], config.max_action_dim)
         self._statistics = {o.dcfg.name: o.stats for o in opened if o.stats is not None}
-        if config.pooled_statistics and any(o.dcfg.normalization for o in opened):
+        if config.pooled_statistics and any(o.dcfg.normalization and o.dcfg.weight > 0 for o in opened):
             pooled = self._pooled_statistics(opened)
             for o in opened:
                 o.runtime.state_stats, o.runtime.action_stats = pooled["state"], pooled["action"]
@@ -203,6 +203,7 @@ class DataLoader:
                 train, _, train_fp = self._split_frames(ds, dcfg, dcfg.split)
                 train = self._episode_selection(train, dcfg, train_hash)
                 stats = self._pass(ds, dcfg, resolved, leaves, train, [train_fp, train_hash]).statistics
+                data_fp = [*data_fp, train_fp]  # the batches depend on the training split's data too
         # Partial reads (only the bytes a step needs) unless a standardize function must see whole episodes.
         source: EpisodeSource | StepReader = (
             StepReader(ds, frames, tables) if dcfg.standardize is None
