@@ -448,12 +448,9 @@ def test_fingerprint_is_taken_before_user_functions_run(robot_dir):
         return rl.create_data_loader(one(robot_dir).replace(
             datasets=[dcfg(robot_dir, "alpha", standardize=fn, normalization="normal")]), 0, 1)
 
-    fn = _memoizing_standardize()
-    first = build(fn)  # computes the pass: runs the function, fills its memo
+    first = build(_memoizing_standardize())  # computes the pass: runs the function, fills its memo
     restarted = build(_memoizing_standardize())  # the pass comes from the cache: the memo stays empty
-    rebuilt = build(fn)  # the same function object, its memo filled, in the same process
     assert first.state_dict()["fingerprint"] == restarted.state_dict()["fingerprint"]
-    assert rebuilt.state_dict()["fingerprint"] == first.state_dict()["fingerprint"]
     assert function_source(itemgetter("file_path")) != function_source(itemgetter("episode_id"))
     assert "0x" not in function_source(itemgetter("file_path"))
     allowed = [{0, 1}, {5, 6}]  # closures over other sets are other functions

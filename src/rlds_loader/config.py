@@ -12,7 +12,6 @@ import functools
 import hashlib
 import inspect
 import json
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,23 +223,13 @@ def function_source(fn: Callable | None) -> str | None:
     bound method's attributes), so that two functions computing different things fingerprint differently
     and the same function gives the same text in every process (`_stable_repr`: no memory address).
 
-    Captured values are taken the first time a function is described in this process and the text is kept
-    (per function object): a function that fills a memo or sets an attribute as it runs keeps the text it had
-    before running, which is what a restarted process computes too (the loader describes its functions before
-    running any)."""
+    Captured values are taken as they are when the text is made: a function that fills a memo or sets an
+    attribute as it runs changes its text, so the loader makes its fingerprint before running any of them
+    (a restarted process then computes the same); a loader rebuilt in one process after such a function ran
+    gets another fingerprint and refuses the first one's state (loudly, rather than risk a wrong stream)."""
     if fn is None:
         return None
-    owner, name = (fn.__self__, fn.__func__.__qualname__) if inspect.ismethod(fn) else (fn, "")
-    try:
-        kept = _SOURCES.setdefault(owner, {})
-    except TypeError:  # not weak-referenceable (e.g. operator.itemgetter): nothing of it changes anyway
-        return _describe(fn)
-    if name not in kept:
-        kept[name] = _describe(fn)
-    return kept[name]
-
-
-_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # function (or method's object) -> texts
+    return _describe(fn)
 
 
 def _describe(fn: Callable) -> str:
