@@ -229,11 +229,6 @@ def function_source(fn: Callable | None) -> str | None:
     gets another fingerprint and refuses the first one's state (loudly, rather than risk a wrong stream)."""
     if fn is None:
         return None
-    return _describe(fn)
-
-
-def _describe(fn: Callable) -> str:
-    """function_source's text of `fn`, computed now."""
     if isinstance(fn, functools.partial):
         return (f"partial({function_source(fn.func)}, args={_stable_repr(fn.args)}, "
                 f"keywords={_values(fn.keywords)})")

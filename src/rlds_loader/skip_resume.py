@@ -81,6 +81,12 @@ class Determinism:
     reshuffles: bool = False
     seeds: str = ""  # digest of every seed in the graph: a rebuilt pipeline with other seeds is another stream
 
+    @property
+    def replays_passes(self) -> bool:
+        """Whether a resume must read the passes before its position again: they are not alike (a seeded op
+        reshuffles per pass), or nothing says they are."""
+        return self.reshuffles or self.exact is None
+
     def describe(self) -> str:
         head = {True: "exact", False: "approximate", None: "approximate (cannot tell)"}[self.exact]
         return head + (": " + "; ".join(self.reasons) if self.reasons else "")
@@ -417,9 +423,8 @@ class SkipResumeLoader:
             found = analyze_pipeline(self._dataset(fresh=False))
             if self.assume_deterministic is not None:
                 said = "exact" if self.assume_deterministic else "approximate"
-                found = Determinism(bool(self.assume_deterministic),
-                                    (f"assume_deterministic={self.assume_deterministic} ({said})",) + found.reasons,
-                                    found.reshuffles)
+                found = dataclasses.replace(found, exact=bool(self.assume_deterministic), reasons=(
+                    f"assume_deterministic={self.assume_deterministic} ({said})", *found.reasons))
             self._determinism = found
         return self._determinism
 
@@ -461,9 +466,9 @@ class SkipResumeLoader:
             self._warn_if_reseeded(ds, want)
             log.info("resuming at batch %d: reading and discarding %d batches of the tf.data pipeline (time "
                      "grows with the position; rl.create_data_loader resumes in constant time)", start,
-                     skipped_batches(start, self._card, det.reshuffles or det.exact is None))
+                     skipped_batches(start, self._card, det.replays_passes))
         self._ds_used = True
-        return open_stream(ds, start, self._card, replay_epochs=det.reshuffles or det.exact is None)
+        return open_stream(ds, start, self._card, replay_epochs=det.replays_passes)
 
     def _warn_if_reseeded(self, ds, want: str) -> None:
         """A rebuilt pipeline whose seeds differ from the run being resumed is another stream: e.g. op seeds
@@ -495,7 +500,7 @@ class SkipResumeLoader:
         """
         n = int(n)
         self._dataset(fresh=False)
-        replay = self.determinism.reshuffles or self.determinism.exact is None
+        replay = self.determinism.replays_passes
         times = []
         for pos in (0, n):
             ds = self._new_dataset()
