@@ -189,21 +189,22 @@ class DataLoader:
 
         frames = self._episode_selection(frames, dcfg, hash_val)
         stats = None
-        if dcfg.needs_scan() or dcfg.normalization:
+        # Validation batches are normalized as training batches are, with the training frames' statistics:
+        # a pass over the validation frames is needed only for their filters.
+        if dcfg.needs_scan() or (dcfg.normalization and not self.validation):
             result = self._pass(ds, dcfg, resolved, leaves, frames, [data_fp, hash_val])
-            seg_e, seg_s, seg_l = result.segments
-            if dcfg.needs_scan():
-                frames = frames.with_segments(seg_e, seg_s, seg_l)
-            else:  # statistics only: the sample space keeps the episode-level selection made above
-                frames = frames.with_segments(frames.seg_episode, frames.seg_start, frames.seg_length)
             stats = result.statistics
-            if self.validation and dcfg.normalization:
-                # Validation batches are normalized as training batches are: with the training frames' statistics
-                train_hash = False if hash_val is not None else None
-                train, _, train_fp = self._split_frames(ds, dcfg, dcfg.split)
-                train = self._episode_selection(train, dcfg, train_hash)
-                stats = self._pass(ds, dcfg, resolved, leaves, train, [train_fp, train_hash]).statistics
-                data_fp = [*data_fp, train_fp]  # the batches depend on the training split's data too
+            if dcfg.needs_scan():
+                frames = frames.with_segments(*result.segments)
+        if dcfg.normalization and not dcfg.needs_scan():
+            # statistics only: the sample space keeps the episode-level selection made above
+            frames = frames.with_segments(frames.seg_episode, frames.seg_start, frames.seg_length)
+        if self.validation and dcfg.normalization:
+            train_hash = False if hash_val is not None else None
+            train, _, train_fp = self._split_frames(ds, dcfg, dcfg.split)
+            train = self._episode_selection(train, dcfg, train_hash)
+            stats = self._pass(ds, dcfg, resolved, leaves, train, [train_fp, train_hash]).statistics
+            data_fp = [*data_fp, train_fp]  # the batches depend on the training split's data too
         # Partial reads (only the bytes a step needs) unless a standardize function must see whole episodes.
         source: EpisodeSource | StepReader = (
             StepReader(ds, frames, tables) if dcfg.standardize is None
@@ -254,10 +255,12 @@ class DataLoader:
 
     def _pass(self, ds, dcfg: DatasetConfig, resolved: ResolvedKeys, leaves: list[str], frames: FrameIndex,
               data_fp: list) -> Any:
-        """The filters' segments and the statistics over `frames` (`cached_pass`)."""
-        meta = [p for p in leaves if p.startswith("episode_metadata/")]
-        src = EpisodeSource(ds, frames, dcfg.name, paths=resolved.state + resolved.actions + list(resolved.language)
-                            + meta, standardize=dcfg.standardize)
+        """The filters' segments and the statistics over `frames` (`cached_pass`), decoding only the keys they
+        read: state and actions, the instructions for skip_unlabeled, the metadata for the episode filters."""
+        paths = resolved.state + resolved.actions + (list(resolved.language) if dcfg.skip_unlabeled else [])
+        if dcfg.episode_filter is not None or dcfg.keep_ranges is not None:
+            paths += [p for p in leaves if p.startswith("episode_metadata/")]
+        src = EpisodeSource(ds, frames, dcfg.name, paths=paths, standardize=dcfg.standardize)
         return cached_pass(src, dcfg, resolved, self.config.action_horizon, data_fp,
                            force=self.config.force_recompute_statistics, cache_dir=self.config.cache_dir)
 
@@ -345,14 +348,10 @@ class DataLoader:
         """One dataset's statistics over exactly the frames it samples (computed on first request when no
         normalization asked for them when the loader was built)."""
         if o.dcfg.name not in self._statistics:
-            rt = o.runtime
-            src = EpisodeSource(o.ds, rt.frames, o.dcfg.name, paths=rt.keys.state + rt.keys.actions,
-                                standardize=o.dcfg.standardize)
-            # rt.frames already holds what the filters kept: the pass only measures it
+            # o.frames already holds what the filters kept: the pass only measures it
             plain = dataclasses.replace(o.dcfg, episode_filter=None, keep_ranges=None, filter_idle_actions=None,
                                         skip_unlabeled=False, min_episode_length=1)
-            result = cached_pass(src, plain, rt.keys, self.config.action_horizon, [o.data_fp],
-                                 force=self.config.force_recompute_statistics, cache_dir=self.config.cache_dir)
+            result = self._pass(o.ds, plain, o.resolved, [], o.frames, [o.data_fp])
             self._statistics[o.dcfg.name] = result.statistics
         return self._statistics[o.dcfg.name]
 
