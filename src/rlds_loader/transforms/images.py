@@ -31,7 +31,7 @@ import simplejpeg
 from PIL import Image
 
 from rlds_loader.errors import CorruptRecordError
-from rlds_loader.tfds.features.image_codec import JPEG_DECODE_OPTIONS, decode_native
+from rlds_loader.tfds.features.image_codec import JPEG_DECODE_OPTIONS, convert_image, decode_native
 from rlds_loader.tfds.features.image_codec import image_format as codec_image_format
 
 __all__ = [
@@ -136,13 +136,7 @@ def _raw_rgb8(image: np.ndarray) -> np.ndarray:
             image.ndim == 3 and not 1 <= image.shape[2] <= 4):
         raise ValueError(f"a raw camera frame must be uint8 or uint16 [H, W] or [H, W, 1..4], got {image.dtype} "
                          f"{image.shape}")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] <= 2:  # gray, gray + alpha
-        return np.ascontiguousarray(np.repeat(image[:, :, :1], 3, axis=2))
-    return np.ascontiguousarray(image[:, :, :3])
+    return np.ascontiguousarray(convert_image(image[:, :, None] if image.ndim == 2 else image, np.uint8, 3))
 
 
 def decode_resize_any(

@@ -66,8 +66,13 @@ def decode_image(
         raise ValueError(f"channels must be 1, 2, 3, 4 or None, not {channels}")
     jpeg_channels = channels if channels in (1, 3) else None
     img = decode_native(data, min_height=min_height, min_width=min_width, jpeg_channels=jpeg_channels)
-    img = _convert_channels(img, channels)
-    return _convert_dtype(img, dtype)
+    return convert_image(img, dtype, channels)
+
+
+def convert_image(img: np.ndarray, dtype: np.dtype | type = np.uint8, channels: int | None = None) -> np.ndarray:
+    """Decoded pixels [H, W, C] (uint8 or uint16) -> `channels` channels (None: as they are) of `dtype`, as
+    decode_image converts what it decodes (see the module docstring)."""
+    return _convert_dtype(_convert_channels(img, channels), np.dtype(dtype))
 
 
 def decode_native(data: bytes, *, min_height: int | None = None, min_width: int | None = None,
