@@ -13,7 +13,7 @@ repeated past the episode's end, with a pad mask) and the language instruction, 
 Two more rows show where the time goes: the same frames' two JPEGs (1,024 frames, read beforehand) decoded
 and resized with nothing else around them, by rlds_loader's image path on one thread per core and by the
 baseline's tf.data ops. The first is the ceiling of any loader that decodes these JPEGs with libjpeg-turbo
-and resizes them with OpenCV on this machine (`--no-ceiling` skips them).
+and resizes them with its bit-exact bilinear kernel on this machine (`--no-ceiling` skips them).
 
 Each system runs in its own subprocess. Reported per system: frames/s (median of timed windows after a
 warm-up), CPU milliseconds per frame and cores kept busy over those windows (user + system time of the
@@ -373,7 +373,7 @@ IMAGES_TF = "images only: tf.data decode+resize"
 def images_only(data_dir: str, name: str, measure) -> dict:
     """Where the time goes: the same frames' two JPEGs decoded and resized with nothing else (no reading,
     sampling, actions or shuffle), by rlds_loader's image path on one thread per core and by tf.data's ops.
-    The first is a ceiling for any loader built on libjpeg-turbo and OpenCV on this machine."""
+    The first is a ceiling for any loader built on libjpeg-turbo and this resize kernel on this machine."""
     import pickle
     import tempfile
 

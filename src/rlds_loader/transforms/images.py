@@ -6,8 +6,8 @@ Two entry points:
   -> uint8 RGB ``[h, w, 3]``. JPEGs go through libjpeg-turbo (``simplejpeg``) with the options that give
   TensorFlow's ``decode_jpeg`` pixels (the feature codec's: fast integer IDCT, smooth chroma upsampling),
   decoding directly at a reduced scale (DCT scaling) when the target is at most half the source in both
-  dimensions, then OpenCV's bit-exact bilinear resize (below 2x reduction) or Pillow's antialiasing
-  BILINEAR (beyond).
+  dimensions, then a bit-exact bilinear resize (below 2x reduction: ``transforms.bilinear``, the pixels of
+  OpenCV's ``INTER_LINEAR_EXACT``) or Pillow's antialiasing BILINEAR (beyond).
 - ``decode_resize_any``: every other image feature (depth maps, masks, ...). Keeps the stored dtype and
   channel count: ``[h, w, C]`` of uint8 or uint16, decoded by the feature codec
   (``tfds.features.image_codec.decode_native``, the same decoder the reader uses), resized like ``resize``.
@@ -15,9 +15,9 @@ Two entry points:
 ``resize`` and the "pad" mode stretch or fit with Pillow's BILINEAR filter (antialiasing on downscale), the
 filter openpi's ``resize_with_pad`` is defined by.
 
-Everything is deterministic (the same bytes give the same pixels: libjpeg-turbo's integer IDCTs, OpenCV's
-fixed-point INTER_LINEAR_EXACT and Pillow's resampling do not depend on threads or CPU features), and the
-heavy parts release the GIL, so decoding scales with threads.
+Everything is deterministic (the same bytes give the same pixels: libjpeg-turbo's integer IDCTs, the
+fixed-point bilinear kernel and Pillow's resampling do not depend on threads or CPU features), and the heavy
+parts release the GIL, so decoding scales with threads.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from PIL import Image
 from rlds_loader.errors import CorruptRecordError
 from rlds_loader.tfds.features.image_codec import JPEG_DECODE_OPTIONS, convert_image, decode_native
 from rlds_loader.tfds.features.image_codec import image_format as codec_image_format
+from rlds_loader.transforms.bilinear import resize_rgbx
 
 __all__ = [
     "decode_resize",
@@ -264,19 +265,18 @@ def _resize_rgb8(rgb: np.ndarray, size: tuple[int, int], out: np.ndarray | None 
     """uint8 RGB -> (height, width): the camera hot path (decode_resize's stretch of a JPEG). `resize` and
     the pad mode keep Pillow, whose output openpi's resize_with_pad defines.
 
-    Under a 2x reduction in both axes: OpenCV's bit-exact bilinear (INTER_LINEAR_EXACT: fixed-point, the
-    same pixels on every CPU, which exact resume across machines needs), 3-7x faster than Pillow's resize;
-    like tf.image.resize's default it does not antialias, which matters little below 2x (JPEGs are DCT-scaled
-    first to stay there). Stronger reductions use Pillow's antialiasing BILINEAR filter.
+    Under a 2x reduction in both axes: the bit-exact bilinear kernel (``transforms.bilinear``: OpenCV's
+    INTER_LINEAR_EXACT pixels, fixed-point, the same on every CPU, which exact resume across machines needs),
+    many times faster than Pillow's resize; like tf.image.resize's default it does not antialias, which
+    matters little below 2x (JPEGs are DCT-scaled first to stay there). Stronger reductions use Pillow's
+    antialiasing BILINEAR filter. The kernel works on 4 channels, so RGB is widened to RGBX first.
     """
     height, width = size
-    if not _opencv_reduction(rgb.shape[:2], size):
+    if not _bilinear_reduction(rgb.shape[:2], size):
         return _deliver(np.asarray(Image.fromarray(rgb).resize((width, height), _FILTER)), out)
-    src = np.ascontiguousarray(rgb)
-    if _writable_into(out, (height, width, 3)):
-        cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR_EXACT)
-        return out
-    return _deliver(cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR_EXACT), out)
+    rgbx = _scratch("rgbx", 4 * rgb.shape[0] * rgb.shape[1]).reshape(*rgb.shape[:2], 4)
+    cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2RGBA, dst=rgbx)
+    return _rgbx_to_rgb(rgbx, size, out)
 
 
 def _resize_plane(plane: np.ndarray, mode: str, size: tuple[int, int]) -> np.ndarray:
@@ -321,7 +321,7 @@ def _decode_jpeg_rgb(
                 simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out, **JPEG_DECODE_OPTIONS, **kwargs)
                 return out
             return _deliver(simplejpeg.decode_jpeg(data, colorspace="RGB", **JPEG_DECODE_OPTIONS, **kwargs), out)
-        if _opencv_reduction(decoded_hw, target):
+        if _bilinear_reduction(decoded_hw, target):
             return _decode_resize_rgbx(data, kwargs, decoded_hw, target, out)
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", **JPEG_DECODE_OPTIONS, **kwargs)
     except ValueError:
@@ -332,26 +332,30 @@ def _decode_jpeg_rgb(
 def _decode_resize_rgbx(
     data: bytes, kwargs: dict, decoded_hw: tuple[int, int], target: tuple[int, int], out: np.ndarray | None
 ) -> np.ndarray:
-    """The camera hot path: the same pixels as decoding to RGB and ``_resize_rgb8``, ~25% cheaper.
-
-    OpenCV's bit-exact resize has SIMD code for 1, 2 and 4 interleaved channels but not 3, so the JPEG is
-    decoded to RGBX (libjpeg-turbo writes the 4th byte for free), resized with 4 channels (the fixed-point
-    arithmetic is per channel, so R, G and B come out identical) and the X dropped while copying into
-    ``out``. The decoded and resized images go to per-thread scratch buffers: no allocation per image.
+    """The camera hot path: the same pixels as decoding to RGB and ``_resize_rgb8``, without its RGB ->
+    RGBX copy: libjpeg-turbo writes the 4th byte for free, the kernel resizes 4 channels (the arithmetic is
+    per channel, so R, G and B come out identical) and the X is dropped while copying into ``out``. The
+    decoded and resized images go to per-thread scratch buffers: no allocation per image.
     """
-    height, width = target
     decoded = _scratch("decoded", 4 * decoded_hw[0] * decoded_hw[1])
     rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=decoded, **JPEG_DECODE_OPTIONS, **kwargs)
+    return _rgbx_to_rgb(rgbx, target, out)
+
+
+def _rgbx_to_rgb(rgbx: np.ndarray, target: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
+    """uint8 [H, W, 4] -> uint8 RGB at ``target`` (the bit-exact bilinear resize), written into ``out``."""
+    height, width = target
     small = _scratch("resized", 4 * height * width).reshape(height, width, 4)
-    cv2.resize(rgbx, (width, height), dst=small, interpolation=cv2.INTER_LINEAR_EXACT)
+    resize_rgbx(rgbx, target, small, _scratch)
     if not _writable_into(out, (height, width, 3)):
         return _deliver(cv2.cvtColor(small, cv2.COLOR_RGBA2RGB), out)
     cv2.cvtColor(small, cv2.COLOR_RGBA2RGB, dst=out)
     return out
 
 
-def _opencv_reduction(source: tuple[int, int], target: tuple[int, int]) -> bool:
-    """Whether ``_resize_rgb8`` resizes source -> target with OpenCV (under a 2x reduction in both axes)."""
+def _bilinear_reduction(source: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether ``_resize_rgb8`` resizes source -> target with the bilinear kernel (under a 2x reduction in
+    both axes)."""
     return 2 * target[0] > source[0] and 2 * target[1] > source[1]
 
 
