@@ -57,13 +57,22 @@ def _plan(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[_Axis, _Axi
     return _Axis(src_hw[0], dst_hw[0]), _Axis(src_hw[1], dst_hw[1])
 
 
+_SIGNATURE = ("void(uint8[:, ::1], int64[::1], uint64[::1], uint64[::1], int64[::1], uint64[::1], uint64[::1],"
+              " uint16[::1], uint64[:, ::1], uint8[:, ::1])")
+
+
+def _compiled(fn):
+    """Compiled for _SIGNATURE when this module is imported (not at the first image), from numba's on-disk
+    cache when there is one."""
+    try:
+        return numba.njit(_SIGNATURE, nogil=True, cache=True)(fn)
+    except RuntimeError:  # numba finds no writable cache directory (read-only install and home)
+        return numba.njit(_SIGNATURE, nogil=True)(fn)
+
+
 # The source row and the horizontal-pass rows carry one extra zero pixel / row: the second neighbour of a
 # border index (weight 0) is then always inside the arrays, with no branch in the loops.
-@numba.njit(
-    "void(uint8[:, ::1], int64[::1], uint64[::1], uint64[::1], int64[::1], uint64[::1], uint64[::1],"
-    " uint16[::1], uint64[:, ::1], uint8[:, ::1])",
-    nogil=True, cache=True,
-)
+@_compiled
 def _kernel(src, x0, xw0, xw1, y0, yw0, yw1, row16, tmp, out):  # pragma: no cover (compiled by numba)
     height = src.shape[0]
     values = src.shape[1]
