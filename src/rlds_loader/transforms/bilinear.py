@@ -3,15 +3,15 @@
 Why our own kernel: OpenCV's bit-exact resize is the only OpenCV resize whose pixels do not depend on the CPU
 (its ``INTER_LINEAR`` rounds differently in its SIMD and scalar paths), and on a DROID-like camera frame
 (180x320 -> 224x224) it costs about a third of the frame's decode + resize. This kernel computes the same
-integer arithmetic in about 60% of the time (``benchmarks/throughput.py`` shows the whole loader's gain):
-each pixel's four 8-bit channels are widened once to four 16-bit lanes of one uint64, so the horizontal pass
-is one multiply-add per pixel for all channels, and the vertical pass is a plain loop that LLVM vectorizes.
+integer arithmetic in about 60% of the time (one thread, that frame size, this project's machine): each
+pixel's four 8-bit channels are widened once to four 16-bit lanes of one uint64, so the horizontal pass is
+one multiply-add per pixel for all channels, and the vertical pass is a plain loop that LLVM vectorizes.
 Only integer arithmetic with exact results is used, so the output is the same on every CPU however the
 compiler vectorizes it. tests/test_bilinear.py checks it against ``cv2.resize`` over many shape pairs.
 
 The arithmetic (OpenCV's ``resize_bitExact`` for 8-bit images):
 
-- source coordinate of destination index i: ``f = (i + 0.5) * (src / dst) - 0.5`` in double precision;
+- source coordinate of destination index i: ``f = (i + 0.5) * (1 / (dst / src)) - 0.5`` in double precision;
   weight of the right/lower neighbour ``round_half_even((f - floor(f)) * 256)`` (8 fractional bits);
   beyond the first or last source pixel the border pixel gets the whole weight (256);
 - horizontal pass: ``h = s[x0] * w0 + s[x0 + 1] * w1``, exact (at most 65280, 8 fractional bits);
