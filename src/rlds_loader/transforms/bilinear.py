@@ -21,7 +21,6 @@ The arithmetic (OpenCV's ``resize_bitExact`` for 8-bit images):
 from __future__ import annotations
 
 import functools
-import math
 
 import numba
 import numpy as np
@@ -35,19 +34,15 @@ class _Axis:
     __slots__ = ("first", "w0", "w1")
 
     def __init__(self, src: int, dst: int):
+        # Elementwise float64 operations round like OpenCV's softdouble ones (no fused multiply-add here).
         scale = 1.0 / (dst / src)  # OpenCV keeps the inverse scale (dst / src) and inverts it
-        first = np.empty(dst, np.int64)
-        w1 = np.empty(dst, np.int64)
-        for i in range(dst):
-            f = scale * (i + 0.5) - 0.5
-            k = math.floor(f)
-            if k < 0:  # left of the first source pixel's centre: that pixel alone
-                first[i], w1[i] = 0, 0
-            elif k < src - 1:
-                first[i], w1[i] = k, round((f - k) * 256)  # Python's round is half-to-even, like cvRound
-            else:  # right of the last source pixel's centre: that pixel alone
-                first[i], w1[i] = src - 1, 0
-        self.first = first
+        f = scale * (np.arange(dst, dtype=np.float64) + 0.5) - 0.5
+        k = np.floor(f)
+        inside = (k >= 0) & (k < src - 1)
+        # np.rint rounds half to even, like cvRound. Outside: left of the first source pixel's centre the first
+        # pixel alone, right of the last one's the last pixel alone.
+        w1 = np.where(inside, np.rint((f - k) * 256), 0).astype(np.int64)
+        self.first = np.where(inside, k, np.where(k < 0, 0, src - 1)).astype(np.int64)
         self.w0 = (256 - w1).astype(np.uint64)
         self.w1 = w1.astype(np.uint64)
 
