@@ -21,6 +21,7 @@ The arithmetic (OpenCV's ``resize_bitExact`` for 8-bit images):
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numba
 import numpy as np
@@ -58,35 +59,51 @@ _SIGNATURE = ("void(uint8[:, ::1], int64[::1], uint64[::1], uint64[::1], int64[:
 
 def _compiled(fn):
     """Compiled for _SIGNATURE when this module is imported (not at the first image), from numba's on-disk
-    cache when there is one."""
+    cache when it works. A cache that does not (no writable directory, a full disk, a damaged or truncated
+    cache file, which numba does not recover from by itself) must not stop the loader from importing: the
+    kernel is then compiled in memory, for this process only."""
     try:
         return numba.njit(_SIGNATURE, nogil=True, cache=True)(fn)
-    except RuntimeError:  # numba finds no writable cache directory (read-only install and home)
+    except Exception as e:  # noqa: BLE001 (numba raises RuntimeError, OSError, EOFError, UnpicklingError...)
+        warnings.warn(f"rlds_loader: numba's disk cache for the resize kernel is unusable ({type(e).__name__}: "
+                      f"{e}); compiling it in memory instead (slower imports)", RuntimeWarning, stacklevel=2)
         return numba.njit(_SIGNATURE, nogil=True)(fn)
 
 
-# The source row and the horizontal-pass rows carry one extra zero pixel / row: the second neighbour of a
-# border index (weight 0) is then always inside the arrays, with no branch in the loops.
 @_compiled
-def _kernel(src, x0, xw0, xw1, y0, yw0, yw1, row16, tmp, out):  # pragma: no cover (compiled by numba)
+def _kernel(src, x0, xw0, xw1, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (compiled by numba)
+    """src [H, 4 W] -> out [h, 4 w]. `row16` [4 (W + 1)]: one source row widened to 16 bits, plus a zero pixel
+    (the second neighbour of a border index, weight 0, is then inside the array). `ring` [2, w]: the
+    horizontal pass of the two source rows the current output row blends; source row r sits in slot r % 2,
+    and the rows are computed as the output rows first need them (y0 never decreases), so memory does not
+    grow with the image and rows no output row uses are never computed."""
     height = src.shape[0]
     values = src.shape[1]
+    width = x0.shape[0]
     lanes = row16.view(np.uint64)  # pixel p's 4 channels as 16-bit lanes of lanes[p]
-    for r in range(height):
-        s = src[r]
-        for j in range(values):
-            row16[j] = s[j]
-        t = tmp[r]
-        for x in range(x0.shape[0]):
-            p = x0[x]
-            t[x] = lanes[p] * xw0[x] + lanes[p + 1] * xw1[x]
-    h16 = tmp.view(np.uint16)  # [rows, 4 * dst_w]: channel c of pixel x at 4 * x + c
+    held = np.full(2, -1, np.int64)  # the source row in each ring slot
+    h16 = ring.view(np.uint16)  # [2, 4 w]: channel c of pixel x at 4 x + c
     n = out.shape[1]
     half = np.uint64(1 << 15)
     shift = np.uint64(16)
     for y in range(y0.shape[0]):
-        a = h16[y0[y]]
-        b = h16[y0[y] + 1]
+        for r in (y0[y], y0[y] + 1):
+            slot = r % 2
+            if held[slot] == r:
+                continue
+            held[slot] = r
+            t = ring[slot]
+            if r >= height:  # below the last row: only ever weighted 0
+                t[:] = 0
+                continue
+            s = src[r]
+            for j in range(values):
+                row16[j] = s[j]
+            for x in range(width):
+                p = x0[x]
+                t[x] = lanes[p] * xw0[x] + lanes[p + 1] * xw1[x]
+        a = h16[y0[y] % 2]
+        b = h16[(y0[y] + 1) % 2]
         va = yw0[y]
         vb = yw1[y]
         d = out[y]
@@ -95,17 +112,23 @@ def _kernel(src, x0, xw0, xw1, y0, yw0, yw1, row16, tmp, out):  # pragma: no cov
 
 
 def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scratch) -> np.ndarray:
-    """uint8 [H, W, 4] (C-contiguous) -> ``out``: uint8 [height, width, 4] (C-contiguous), ``size = (height,
+    """uint8 [H, W, 4] -> ``out``: a writable C-contiguous uint8 [height, width, 4], ``size = (height,
     width)``. ``scratch(name, nbytes)`` returns a reusable uint8 buffer (the caller's per-thread buffers)."""
-    src_h, src_w = image.shape[:2]
     height, width = size
-    if image.shape != (src_h, src_w, 4) or out.shape != (height, width, 4) or not out.flags.c_contiguous:
-        raise ValueError(f"resize_rgbx needs [H, W, 4] -> [{height}, {width}, 4], got {image.shape} -> {out.shape}")
+    if image.ndim != 3 or image.shape[2] != 4 or image.dtype != np.uint8:
+        raise ValueError(f"resize_rgbx needs a uint8 [H, W, 4] image, got {image.dtype} {image.shape}")
+    if (out.shape != (height, width, 4) or out.dtype != np.uint8 or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        raise ValueError(f"resize_rgbx needs out: a writable C-contiguous uint8 [{height}, {width}, 4] array, got "
+                         f"{out.dtype} {out.shape} (C-contiguous: {out.flags.c_contiguous}, writable: "
+                         f"{out.flags.writeable})")
+    if not (image.flags.c_contiguous and image.flags.writeable):  # the kernel's signature takes neither
+        image = image.copy()
+    src_h, src_w = image.shape[:2]
     ys, xs = _plan((src_h, src_w), (height, width))
     row16 = scratch("bilinear_row", 8 * (src_w + 1)).view(np.uint16)
     row16[-4:] = 0
-    tmp = scratch("bilinear_rows", 8 * (src_h + 1) * width).view(np.uint64).reshape(src_h + 1, width)
-    tmp[-1] = 0
-    _kernel(image.reshape(src_h, 4 * src_w), xs.first, xs.w0, xs.w1, ys.first, ys.w0, ys.w1, row16, tmp,
+    ring = scratch("bilinear_ring", 16 * width).view(np.uint64).reshape(2, width)
+    _kernel(image.reshape(src_h, 4 * src_w), xs.first, xs.w0, xs.w1, ys.first, ys.w0, ys.w1, row16, ring,
             out.reshape(height, 4 * width))
     return out
