@@ -5,7 +5,7 @@ Why our own kernel: OpenCV's bit-exact resize is the only OpenCV resize whose pi
 (180x320 -> 224x224) it costs about a third of the frame's decode + resize. This kernel computes the same
 integer arithmetic in about 60% of the time (one thread, that frame size, this project's machine): each
 pixel's four 8-bit channels are widened once to four 16-bit lanes of one uint64, so the horizontal pass is
-one multiply-add per pixel for all channels, and the vertical pass is a plain loop that LLVM vectorizes.
+one multiply per pixel for all channels (below), and the vertical pass is a plain loop that LLVM vectorizes.
 Only integer arithmetic with exact results is used, so the output is the same on every CPU however the
 compiler vectorizes it. tests/test_bilinear.py checks it against ``cv2.resize`` over many shape pairs.
 
@@ -16,6 +16,12 @@ The arithmetic (OpenCV's ``resize_bitExact`` for 8-bit images):
   beyond the first or last source pixel the border pixel gets the whole weight (256);
 - horizontal pass: ``h = s[x0] * w0 + s[x0 + 1] * w1``, exact (at most 65280, 8 fractional bits);
 - vertical pass: ``(h[y0] * v0 + h[y0 + 1] * v1 + 2**15) >> 16``.
+
+The horizontal pass computes ``s[x0] * w0 + s[x0 + 1] * w1`` as ``(s[x0 + 1] << 8) + (s[x0] - s[x0 + 1]) * w0``
+(``w1 = 256 - w0``) on the packed uint64: the lanes may borrow from each other in between, but arithmetic
+modulo 2**64 is exact for the packed word as a whole, and every lane's true result fits its 16 bits, so the
+final word holds exactly the four per-channel results. Each destination column's source index and ``w0``
+share one uint64 (``x0 << 16 | w0``): the pass is bound by loads, and this halves them.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ __all__ = ["resize_rgbx"]
 class _Axis:
     """One axis' source index and the two weights (summing to 256) of every destination index."""
 
-    __slots__ = ("first", "w0", "w1")
+    __slots__ = ("first", "packed", "w0", "w1")
 
     def __init__(self, src: int, dst: int):
         # Elementwise float64 operations round like OpenCV's softdouble ones (no fused multiply-add here).
@@ -46,6 +52,7 @@ class _Axis:
         self.first = np.where(inside, k, np.where(k < 0, 0, src - 1)).astype(np.int64)
         self.w0 = (256 - w1).astype(np.uint64)
         self.w1 = w1.astype(np.uint64)
+        self.packed = (self.first.astype(np.uint64) << np.uint64(16)) | self.w0
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,8 +60,8 @@ def _plan(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[_Axis, _Axi
     return _Axis(src_hw[0], dst_hw[0]), _Axis(src_hw[1], dst_hw[1])
 
 
-_SIGNATURE = ("void(uint8[:, ::1], int64[::1], uint64[::1], uint64[::1], int64[::1], uint64[::1], uint64[::1],"
-              " uint16[::1], uint64[:, ::1], uint8[:, ::1])")
+_SIGNATURE = ("void(uint8[:, ::1], uint64[::1], int64[::1], uint64[::1], uint64[::1], uint16[::1], uint64[:, ::1],"
+              " uint8[:, ::1])")
 
 
 def _compiled(fn):
@@ -71,21 +78,24 @@ def _compiled(fn):
 
 
 @_compiled
-def _kernel(src, x0, xw0, xw1, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (compiled by numba)
-    """src [H, 4 W] -> out [h, 4 w]. `row16` [4 (W + 1)]: one source row widened to 16 bits, plus a zero pixel
-    (the second neighbour of a border index, weight 0, is then inside the array). `ring` [2, w]: the
+def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (compiled by numba)
+    """src [H, 4 W] -> out [h, 4 w]. `xpacked` [w]: ``x0 << 16 | w0`` per destination column. `row16`
+    [4 (W + 1)]: one source row widened to 16 bits, plus a zero pixel (the second neighbour of a border index,
+    weight 0, is then inside the array). `ring` [2, w]: the
     horizontal pass of the two source rows the current output row blends; source row r sits in slot r % 2,
     and the rows are computed as the output rows first need them (y0 never decreases), so memory does not
     grow with the image and rows no output row uses are never computed."""
     height = src.shape[0]
     values = src.shape[1]
-    width = x0.shape[0]
+    width = xpacked.shape[0]
     lanes = row16.view(np.uint64)  # pixel p's 4 channels as 16-bit lanes of lanes[p]
     held = np.full(2, -1, np.int64)  # the source row in each ring slot
     h16 = ring.view(np.uint16)  # [2, 4 w]: channel c of pixel x at 4 x + c
     n = out.shape[1]
     half = np.uint64(1 << 15)
     shift = np.uint64(16)
+    byte = np.uint64(8)
+    low16 = np.uint64(0xFFFF)
     for y in range(y0.shape[0]):
         for r in (y0[y], y0[y] + 1):
             slot = r % 2
@@ -100,8 +110,10 @@ def _kernel(src, x0, xw0, xw1, y0, yw0, yw1, row16, ring, out):  # pragma: no co
             for j in range(values):
                 row16[j] = s[j]
             for x in range(width):
-                p = x0[x]
-                t[x] = lanes[p] * xw0[x] + lanes[p + 1] * xw1[x]
+                q = xpacked[x]
+                p = np.int64(q >> shift)
+                right = lanes[p + 1]
+                t[x] = (right << byte) + (lanes[p] - right) * (q & low16)
         a = h16[y0[y] % 2]
         b = h16[(y0[y] + 1) % 2]
         va = yw0[y]
@@ -129,6 +141,6 @@ def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scrat
     row16 = scratch("bilinear_row", 8 * (src_w + 1)).view(np.uint16)
     row16[-4:] = 0
     ring = scratch("bilinear_ring", 16 * width).view(np.uint64).reshape(2, width)
-    _kernel(image.reshape(src_h, 4 * src_w), xs.first, xs.w0, xs.w1, ys.first, ys.w0, ys.w1, row16, ring,
+    _kernel(image.reshape(src_h, 4 * src_w), xs.packed, ys.first, ys.w0, ys.w1, row16, ring,
             out.reshape(height, 4 * width))
     return out
