@@ -190,6 +190,36 @@ def test_partial_reads_equal_whole_episode_reads(robot_dir):
         assert_tree_equal(a.get_batch(i), b.get_batch(i))
 
 
+def _texts_everywhere(root: str, name: str, **kw) -> rl.DatasetConfig:
+    return dcfg(root, name, text_keys={"reasoning": "reasoning", "path": "episode_metadata/file_path"}, **kw)
+
+
+@pytest.mark.parametrize("make", [
+    lambda root: mix(root, seed=3),
+    lambda root: mix(root, seed=4, max_state_dim=6, max_action_dim=5).replace(datasets=[
+        dcfg(root, n, normalization=m, action_normalization_mask=mask)
+        for n, m, mask in (("alpha", "normal", None), ("beta", "bounds_q99", (True, False, True)),
+                           ("gamma", "bounds", None))]),
+    lambda root: one(root, seed=5).replace(action_horizon=7, datasets=[_texts_everywhere(root, "alpha")]),
+    lambda root: one(root, seed=6).replace(image_size=(5, 11)).replace(
+        datasets=[dcfg(root, "alpha", language_key=None, state_keys=(), action_keys=("action",))]),
+], ids=["mixture", "normalized-padded", "episode-text", "no-state-no-language"])
+def test_batched_rows_equal_row_by_row(robot_dir, make):
+    """The array path that fills a batch's rows per dataset (fixed keys, one frame per row) gives the same
+    batches as filling each row on its own."""
+    cfg = make(robot_dir)
+    batched, by_row = rl.create_data_loader(cfg, 0, 1), rl.create_data_loader(cfg, 0, 1)
+    assert all(batched.builder._batchable)
+    calls = []
+    for ds in batched.builder.datasets:
+        orig = ds.source.read_columns
+        ds.source.read_columns = lambda cols, orig=orig: calls.append(len(cols)) or orig(cols)
+    by_row.builder._batchable = [False] * len(cfg.datasets)
+    for i in range(4):
+        assert_tree_equal(batched.get_batch(i), by_row.get_batch(i), f"batch {i}")
+    assert calls
+
+
 def test_batch_contents_match_the_episodes(robot_dir):
     cfg = mix(robot_dir, seed=5)
     loader = rl.create_data_loader(cfg, 0, 1)
@@ -320,10 +350,17 @@ def test_resume_at_huge_position_reads_only_what_it_needs(robot_dir, tmp_path, m
     rl.create_data_loader(cfg, 0, 1)  # build the index caches
     records, ranges, scans = [], [], []
     orig_read, orig_scan, orig_fetch = RLDSDataset.read_record, RLDSDataset.scan_shard, StepReader._fetch
+    orig_fetch_arrays = StepReader._fetch_arrays
+
+    def fetch_arrays(self, files, lo, hi):  # the ranges of a batch's fixed keys, before merging
+        ranges.extend(zip([self._all_paths[f] for f in files.tolist()], lo.tolist(), hi.tolist(), strict=True))
+        return orig_fetch_arrays(self, files, lo, hi)
+
     monkeypatch.setattr(RLDSDataset, "read_record",
                         lambda self, s, ref: records.append(ref) or orig_read(self, s, ref))
     monkeypatch.setattr(RLDSDataset, "scan_shard", lambda self, *a, **k: scans.append(a) or orig_scan(self, *a, **k))
     monkeypatch.setattr(StepReader, "_fetch", lambda self, rs: ranges.extend(rs) or orig_fetch(self, rs))
+    monkeypatch.setattr(StepReader, "_fetch_arrays", fetch_arrays)
     saver = rl.create_data_loader(cfg, 0, 1)
     saver.load_state_dict({**saver.state_dict(), "batches_seen": 10**9})
     saver.save_dataloader_state(str(tmp_path))

@@ -407,3 +407,29 @@ def test_fetch_many_plans_training_requests_with_arrays(rich_dir, tmp_path, monk
         full = full_episode(ds, frames, e)
         for (k, a, z), g in zip(reqs, values, strict=True):
             assert_equal(g, expected(leaf_value(full, k), True, a, z), f"{e} {k}")
+
+
+def test_read_columns_gives_each_rows_steps(rich_dir, tmp_path):
+    """read_columns (a batch's fixed keys as arrays, TFDS-written, two splits) gives what read gives, numbers
+    concatenated in row order; a column the byte ranges cannot serve makes it return None."""
+    ds, frames, _, reader = open_reader(rich_dir, "rich_rlds", "val+train", str(tmp_path))
+    e = np.arange(frames.num_episodes, dtype=np.int64)[::-1].copy()
+    T = frames.num_steps[e].astype(np.int64)
+    t = e % T
+    b = np.minimum(T, t + 3)
+    columns = [("steps/observation/image", e, t, t + 1), ("steps/language_instruction", e, t, t + 1),
+               ("steps/observation/state", e, t, b), ("steps/action/delta", e, t, b), ("steps/reward", e, t, t + 1)]
+    got = reader.read_columns(columns)
+    for (key, _, a, z), values in zip(columns, got, strict=True):
+        wants = [reader.read([StepRequest(int(x), key, int(lo), int(hi))])[0]
+                 for x, lo, hi in zip(e, a, z, strict=True)]
+        if isinstance(values, list):
+            assert len(values) == len(wants)
+            for g, w in zip(values, wants, strict=True):
+                assert_equal([g], w, key)
+        else:
+            assert_equal(values, np.concatenate([np.asarray(w).reshape(-1) for w in wants]), key)
+            assert values.dtype == wants[0].dtype
+    assert reader.read_columns(columns + [("steps/observation/joint:pos", e, t, t + 1)]) is None  # zlib-encoded
+    assert reader.read_columns([("steps/observation/image", e, t, t + 2)]) is None  # two frames of a camera
+    assert reader.read_columns([("steps/observation/state", e, t, T + 1)]) is None  # past the episode end

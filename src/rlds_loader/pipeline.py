@@ -140,6 +140,10 @@ class BatchBuilder:
         self.datasets = list(datasets)
         self.schema = schema
         self._fixed = [self._fixed_choices(ds) for ds in self.datasets]
+        # datasets whose rows _fill_batched can fill: fixed choices, one frame per row, a byte-range reader
+        one_frame = schema.window_size == 1 and not schema.goal
+        self._batchable = [f is not None and one_frame and hasattr(ds.source, "read_columns")
+                           for f, ds in zip(self._fixed, self.datasets, strict=True)]
 
     def _fixed_choices(self, ds: DatasetRuntime) -> tuple | None:
         """(camera -> key, cameras shown, text keys) of every row of `ds` when nothing about them is drawn at
@@ -224,19 +228,101 @@ class BatchBuilder:
         per dataset, every range in flight together."""
         pos = positions[a:b]
         d, episode, step = (x[a:b] for x in where)
-        plans = [self._plan_row(k, i, e, t)
-                 for k, i, e, t in zip(pos.tolist(), d.tolist(), episode.tolist(), step.tolist(), strict=True)]
-        values: list[list[Any]] = [[] for _ in plans]
+        slow: list[np.ndarray] = []
         for i in np.unique(d).tolist():
-            rows = np.flatnonzero(d == i).tolist()
-            fetched = self.datasets[i].source.fetch_many([(int(episode[r]), plans[r].requests) for r in rows])
-            for r, v in zip(rows, fetched, strict=True):
-                values[r] = v
-        for r, k in enumerate(pos.tolist()):
-            self._fill_row(out, a + r, int(k), self.datasets[int(d[r])], plans[r], values[r])
+            rows = np.flatnonzero(d == i)
+            if not (self._batchable[i] and self._fill_batched(out, a + rows, pos[rows], i, episode[rows], step[rows])):
+                slow.append(rows)
+        if slow:
+            self._fill_rows(out, a, np.concatenate(slow), pos, d, episode, step)
         out["dataset_index"][a:b] = d
         out["episode_index"][a:b] = episode
         out["step_index"][a:b] = step
+
+    def _fill_rows(self, out: dict, a: int, rows: np.ndarray, pos: np.ndarray, d: np.ndarray, episode: np.ndarray,
+                   step: np.ndarray) -> None:
+        """Rows a + rows of `out` one by one (any configuration): each row's random choices and step ranges
+        planned, every dataset's ranges read together, then each row filled."""
+        plans = {r: self._plan_row(int(pos[r]), int(d[r]), int(episode[r]), int(step[r])) for r in rows.tolist()}
+        values: dict[int, list[Any]] = {}
+        for i in np.unique(d[rows]).tolist():
+            mine = rows[d[rows] == i].tolist()
+            fetched = self.datasets[i].source.fetch_many([(int(episode[r]), plans[r].requests) for r in mine])
+            values.update(zip(mine, fetched, strict=True))
+        for r in rows.tolist():
+            self._fill_row(out, a + r, int(pos[r]), self.datasets[int(d[r])], plans[r], values[r])
+
+    def _fill_batched(self, out: dict, rows: np.ndarray, pos: np.ndarray, i: int, episode: np.ndarray,
+                      t: np.ndarray) -> bool:
+        """Rows `rows` of `out`, all of dataset i, with arrays instead of a loop over rows: the common training
+        case (no random choice of key, camera dropout or goal, one frame per row). The same values as
+        `_fill_row` (the same reads, casts and arithmetic, elementwise). Returns False, having written
+        nothing, when the reader cannot serve these requests by byte range or a numeric key's size per step
+        is not the dataset's (then `_fill_rows` reads them, or raises the error that names the problem)."""
+        s, ds = self.schema, self.datasets[i]
+        keys, H, n = ds.keys, s.action_horizon, len(rows)
+        cams, shown, texts = self._fixed[i]
+        stop = np.minimum(t + H, ds.frames.num_steps[episode].astype(np.int64))
+        step_texts = [p for p in texts if p and p.startswith("steps/")]
+        got = ds.source.read_columns([(p, episode, t, t + 1) for p in keys.state]
+                                     + [(p, episode, t, stop) for p in keys.actions]
+                                     + [(cams[c], episode, t, t + 1) for c in shown]
+                                     + [(p, episode, t, t + 1) for p in step_texts])
+        if got is None:
+            return False
+        values = iter(got)
+        state = [next(values).astype(np.float32, copy=False).reshape(n, -1) for _ in keys.state]
+        state = np.concatenate(state, axis=1) if state else np.zeros((n, 0), np.float32)
+        count = stop - t  # >= 1: the row's own step is in its episode
+        first = np.cumsum(count) - count
+        # each row's H action steps: its own, then its last real one repeated past the episode end
+        take = first[:, None] + np.minimum(np.arange(H)[None, :], count[:, None] - 1)
+        actions = [next(values).astype(np.float32, copy=False).reshape(int(count.sum()), -1)[take]
+                   for _ in keys.actions]
+        actions = np.concatenate(actions, axis=2) if actions else np.zeros((n, H, 0), np.float32)
+        if state.shape[1] != ds.state_dim or actions.shape[2] != ds.action_dim:
+            return False
+        frames = {c: next(values) for c in shown}
+        step_text = {p: next(values) for p in step_texts}
+
+        out["state"][rows] = self._state(ds, state)
+        out["actions"][rows] = self._actions(ds, actions)
+        out["action_is_pad"][rows] = np.arange(H)[None, :] >= count[:, None]
+        if s.pad_dims:
+            out["state_dim_is_pad"][rows, ds.state_dim:] = True
+            out["action_dim_is_pad"][rows, ds.action_dim:] = True
+        for c in s.cameras:
+            if c not in frames:  # missing: the padding image
+                out["image"][c][rows] = 0
+        for c, blobs in frames.items():
+            out["image_mask"][c][rows] = True
+            images = out["image"][c]
+            for r, k, e, step, data in zip(rows.tolist(), pos.tolist(), episode.tolist(), t.tolist(), blobs,
+                                           strict=True):
+                try:
+                    self._image(data, images[r], k, c)
+                except CorruptRecordError as err:
+                    raise _image_error(ds, e, cams[c], c, step, err) from err
+
+        episode_texts = [p for p in texts if p and not p.startswith("steps/")]
+        by_episode: dict[int, list[Any]] = {}
+        if episode_texts:
+            unique = np.unique(episode).tolist()
+            fetched = ds.source.fetch_many([(e, [(p, 0, 1) for p in episode_texts]) for e in unique])
+            by_episode = {e: [to_str(v) for v in vs] for e, vs in zip(unique, fetched, strict=True)}
+        names = ["prompt", *s.text_names]
+        for name, p in zip(names, texts, strict=True):
+            column = out[name]
+            if not p:
+                column[rows] = ""
+            elif p in step_text:
+                for r, value in zip(rows.tolist(), step_text[p], strict=True):
+                    column[r] = to_str(value)
+            else:
+                where = episode_texts.index(p)
+                for r, e in zip(rows.tolist(), episode.tolist(), strict=True):
+                    column[r] = by_episode[e][where]
+        return True
 
     def _plan_row(self, k: int, i: int, e: int, t: int) -> _RowPlan:
         """The random choices of position k (dataset i, episode e, step t) and the step ranges its row needs:
@@ -320,7 +406,7 @@ class BatchBuilder:
                     step = plan.goal
                     self._image(goal_frames[c], out["goal_image"][c][r], k, c)
             except CorruptRecordError as e:
-                raise _image_error(ds, plan, c, step, e) from e
+                raise _image_error(ds, plan.episode, plan.camera_keys[c], c, step, e) from e
 
         text_values = []
         for p in plan.texts:
@@ -379,12 +465,12 @@ def _numeric(ds: DatasetRuntime, plan: _RowPlan, role: str, values: list, n: int
     return x
 
 
-def _image_error(ds: DatasetRuntime, plan: _RowPlan, camera: str, step: int,
+def _image_error(ds: DatasetRuntime, episode: int, key: str | None, camera: str, step: int,
                  e: CorruptRecordError) -> CorruptRecordError:
     """A camera frame that does not decode -> the error naming its shard file, record offset, key and step."""
-    path, offset = ds.frames.location(ds.source.ds, plan.episode)
-    return CorruptRecordError(f"{path}: record at byte offset {offset}: cannot decode {plan.camera_keys[camera]!r} "
-                              f"(camera {camera!r}) at step {step} of episode {plan.episode}: {e}", path, offset)
+    path, offset = ds.frames.location(ds.source.ds, episode)
+    return CorruptRecordError(f"{path}: record at byte offset {offset}: cannot decode {key!r} (camera {camera!r}) "
+                              f"at step {step} of episode {episode}: {e}", path, offset)
 
 
 def chunk_rows(rows: int, threads: int, max_chunk: int = 16) -> int:

@@ -204,6 +204,10 @@ class StepReader:
                          for s in frames.splits}
         self._rows = self._table_rows()
         self._paths = {s: ds.shard_paths(s) for s in frames.splits}
+        # every shard of every split numbered once: read_columns plans ranges as (file number, start, end) arrays
+        self._all_paths = [path for split in frames.splits for path in self._paths[split]]
+        counts = [len(self._paths[x]) for x in frames.splits]
+        self._first_file = dict(zip(frames.splits, np.cumsum([0, *counts]).tolist(), strict=False))
         self._leaves = {leaf.path: leaf for leaf in ds.features.all_leaves}
         self._init_runtime()
 
@@ -315,11 +319,13 @@ class StepReader:
         served: list[tuple[str, _Plan, np.ndarray, int]] = []
         for (key, split), group in groups.items():
             table = np.array(group, np.int64).reshape(-1, 5)
-            plan = self._plan_group(key, self.frames.splits[split], table, ranges)
-            if plan is None:
+            got = self._group_ranges(key, self.frames.splits[split], table[:, 2], table[:, 3], table[:, 4])
+            if got is None:
                 rest += [(i, j, StepRequest(e, key, a, b)) for i, j, e, a, b in group]
             else:
-                served.append((key, plan, table, len(ranges) - len(group)))
+                plan, files, lo, hi = got
+                served.append((key, plan, table, len(ranges)))
+                ranges += zip([self._all_paths[x] for x in files.tolist()], lo.tolist(), hi.tolist(), strict=True)
         blobs = self._fetch(ranges) if ranges else []
         for key, plan, table, first in served:
             for r, (i, j, e, a, b) in enumerate(table.tolist()):
@@ -335,13 +341,58 @@ class StepReader:
                 out[i][j] = value
         return out
 
-    def _plan_group(self, key: str, split: str, table: np.ndarray, ranges: list) -> _Plan | None:
-        """fetch_many's array path for the requests of one key on episodes of one split (rows of `table`:
-        item, request, episode, start, stop): appends one byte range per request and returns the key's plan,
-        or returns None (and appends nothing) when any request needs `read` (other feature kinds, steps out
-        of range, layouts that differ from the features)."""
+    def read_columns(self, columns: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> list[Any] | None:
+        """The batch form of `fetch_many` for a training batch's fixed keys: each column is (key, episodes,
+        starts, stops), one request per row; all byte ranges of all columns are fetched together. Per column:
+        for a numeric key the values of every row's steps, concatenated in row order, flat, in the feature's
+        dtype (row r has (stops[r] - starts[r]) * the values per step); for a camera a list of each row's
+        bytes, for per-step text a list of str (one step per row for both). Returns None, having read
+        nothing, when any request is not a per-step key the layouts serve by byte range (the caller then
+        uses `fetch_many`, which serves everything or raises its errors)."""
         f = self.frames
-        e, a, b = table[:, 2], table[:, 3], table[:, 4]
+        files, los, his = [], [], []
+        served: list[tuple[_Plan, int]] = []
+        for key, episodes, starts, stops in columns:
+            e = np.asarray(episodes, np.int64)
+            a, b = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
+            if not len(e) or (e < 0).any() or (e >= len(f.shard)).any():
+                return None
+            split_ids = f.split_id[e]
+            file, lo, hi = (np.zeros(len(e), np.int64) for _ in range(3))
+            for split in np.unique(split_ids).tolist():
+                sel = np.flatnonzero(split_ids == split)
+                got = self._group_ranges(key, f.splits[split], e[sel], a[sel], b[sel])
+                if got is None:
+                    return None
+                plan, file[sel], lo[sel], hi[sel] = got
+            served.append((plan, len(e)))
+            files.append(file)
+            los.append(lo)
+            his.append(hi)
+        blobs = self._fetch_arrays(np.concatenate(files), np.concatenate(los), np.concatenate(his))
+        out: list[Any] = []
+        first = 0
+        for plan, n in served:
+            mine = blobs[first:first + n]
+            first += n
+            if plan.fast == "numeric":
+                # Stored as float32: the feature's dtype is what `read` gives (float16 rounds, float64 widens).
+                values = np.frombuffer(b"".join(mine), "<f4")
+                out.append(values.astype(plan.leaf.feature.dtype, copy=False))
+            elif plan.fast == "image":
+                out.append([blob if isinstance(blob, bytes) else bytes(blob) for blob in mine])
+            else:
+                out.append([bytes(blob).decode("utf-8", "replace") for blob in mine])
+        return out
+
+    def _group_ranges(self, key: str, split: str, e: np.ndarray, a: np.ndarray,
+                      b: np.ndarray) -> tuple[_Plan, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The array path of `fetch_many` and `read_columns` for requests of one key on episodes `e` of one
+        split, steps [a, b): (the key's plan, each request's file number in `_all_paths`, byte range start,
+        end), or None when
+        any request needs `read` (other feature kinds, steps out of range, layouts that differ from the
+        features)."""
+        f = self.frames
         plan = self._key_plan(split, key)
         if plan is None or not (plan.partial and plan.per_step and plan.fast is not None and len(plan.parts) == 1):
             return None
@@ -363,9 +414,7 @@ class StepReader:
                 return None
             start = base + layouts.start[rows, part.column].astype(np.int64)
             lo, hi = start + 4 * part.per_step * a, start + 4 * part.per_step * b
-        paths = self._paths[split]
-        ranges += zip([paths[s] for s in f.shard[e].tolist()], lo.tolist(), hi.tolist(), strict=True)
-        return plan
+        return plan, self._first_file[split] + f.shard[e].astype(np.int64), lo, hi
 
     # --- planning --------------------------------------------------------------------------------------
 
@@ -463,6 +512,35 @@ class StepReader:
             for i in members:
                 _, rs, re = ranges[i]
                 out[i] = blob if (rs, re) == (s, e) else view[rs - s:re - s]  # whole: no copy later
+        return out
+
+    def _fetch_arrays(self, file: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[bytes | memoryview]:
+        """`_fetch` for ranges given as arrays (file number in `_all_paths`, start, end), merged with array
+        operations: the bytes of every range, in order."""
+        if not len(lo):
+            return []
+        # One sort key for (file, offset): files are far below 2**40 bytes.
+        start, end = (file << 40) | lo, (file << 40) | hi
+        order = np.argsort(start, kind="stable")
+        start, end = start[order], end[order]
+        reach = np.maximum.accumulate(end)
+        new = np.ones(len(start), bool)
+        new[1:] = start[1:] > reach[:-1] + self.merge_gap  # another file always starts a new read
+        heads = np.flatnonzero(new)
+        group_start, group_end = start[heads], np.maximum.reduceat(end, heads)
+        mask = (1 << 40) - 1
+        merged = [[self._all_paths[f], s, e, None] for f, s, e in
+                  zip((group_start >> 40).tolist(), (group_start & mask).tolist(), (group_end & mask).tolist(),
+                      strict=True)]
+        blobs = self._read_local(merged) if self._local else self._read_remote(merged)
+        group = np.cumsum(new) - 1
+        offset = group_start[group]
+        out: list[bytes | memoryview] = [b""] * len(lo)
+        views = [memoryview(blob) for blob in blobs]
+        sizes = [len(blob) for blob in blobs]
+        for i, g, a, b in zip(order.tolist(), group.tolist(), (start - offset).tolist(), (end - offset).tolist(),
+                              strict=True):
+            out[i] = blobs[g] if a == 0 and b == sizes[g] else views[g][a:b]  # whole: no copy later
         return out
 
     def _read_local(self, merged: list[list]) -> list[bytes]:
