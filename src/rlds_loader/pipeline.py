@@ -2,7 +2,9 @@
 
 `StreamPlan` is the pure part: it maps global sample positions to (dataset, frame) with the sampling
 layer, then frames to (episode, step) with each dataset's FrameIndex. `BatchBuilder` reads and transforms
-the rows of one batch into preallocated arrays, slices of rows on a thread pool. `build_iter_dataset`
+the rows of one batch into preallocated arrays, slices of rows on a thread pool; in the common training case
+(fixed keys, one frame per row) a slice's rows are read and assembled with array operations per dataset
+(`StepReader.read_columns`), otherwise row by row. `build_iter_dataset`
 lays both on a Grain `MapDataset` of batch numbers with Grain's prefetch (threads or worker processes).
 Because every row is a pure function of its position, the number of threads, processes, prefetch depth and
 where the stream starts never change a batch's content.

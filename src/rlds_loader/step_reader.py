@@ -22,7 +22,8 @@ per-step bytes keys where each step's item sits. A request becomes one byte rang
 `os.pread` on a file descriptor cached per shard (opened lazily, reopened in a new process after fork or
 unpickling), remote files with one `storage.read_ranges` call (fsspec's `cat_ranges`, requests run
 concurrently, transient failures retried: tfds/retry.py). Ranges close
-together in one file are merged into one read.
+together in one file are merged into one read. `fetch_many` and `read_columns` (a training batch's fixed
+keys, one request per row) plan the common requests per key with array operations instead of per request.
 
 Fallback to the whole record (read, CRC-checked, parsed, decoded, sliced; the last few parsed records are
 kept) for ArrayRecord shards (chunks are compressed), ragged features (a sequence inside the steps) and
