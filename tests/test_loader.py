@@ -220,6 +220,23 @@ def test_batched_rows_equal_row_by_row(robot_dir, make):
     assert calls
 
 
+@pytest.mark.parametrize(("kw", "error", "match"), [
+    (dict(state_keys=("joint_pos", "language_instruction")), rl.ConfigError, "state keys"),
+    (dict(state_keys=("joint_pos", "front")), rl.ConfigError, "state keys"),
+    (dict(action_keys=("action", "reasoning")), rl.ConfigError, "action keys"),
+    (dict(text_keys={"grip": "gripper"}), TypeError, "cannot convert"),
+], ids=["text-as-state", "camera-as-state", "text-as-action", "numbers-as-text"])
+def test_keys_of_the_wrong_kind_fail_alike_on_both_paths(robot_dir, kw, error, match):
+    """A text or camera among the numeric keys, or numbers as a text key, is the row path's clear error on
+    the batched path too (it leaves such rows to the row path)."""
+    cfg = one(robot_dir, seed=2).replace(action_horizon=1, datasets=[dcfg(robot_dir, "alpha", **kw)])
+    for batchable in (True, False):
+        loader = rl.create_data_loader(cfg, 0, 1)
+        loader.builder._batchable = [batchable]
+        with pytest.raises(error, match=match):
+            loader.get_batch(0)
+
+
 def test_batch_contents_match_the_episodes(robot_dir):
     cfg = mix(robot_dir, seed=5)
     loader = rl.create_data_loader(cfg, 0, 1)

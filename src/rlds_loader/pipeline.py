@@ -272,6 +272,12 @@ class BatchBuilder:
                                      + [(p, episode, t, t + 1) for p in step_texts])
         if got is None:
             return False
+        numbers = len(keys.state) + len(keys.actions)
+        texts_got = got[numbers + len(shown):]
+        # A text or camera among the numbers, numbers among the texts: the row path says what is wrong.
+        if (not all(isinstance(v, np.ndarray) for v in got[:numbers])
+                or any(isinstance(v, np.ndarray) for v in texts_got)):
+            return False
         values = iter(got)
         state = [next(values).astype(np.float32, copy=False).reshape(n, -1) for _ in keys.state]
         state = np.concatenate(state, axis=1) if state else np.zeros((n, 0), np.float32)
