@@ -3,7 +3,7 @@
 Why our own kernel: OpenCV's bit-exact resize is the only OpenCV resize whose pixels do not depend on the CPU
 (its ``INTER_LINEAR`` rounds differently in its SIMD and scalar paths), and on a DROID-like camera frame
 (180x320 -> 224x224) it costs about a third of the frame's decode + resize. This kernel computes the same
-integer arithmetic in about 60% of the time (one thread, that frame size, this project's machine): each
+integer arithmetic in about half the time (one thread, that frame size, this project's machine): each
 pixel's four 8-bit channels are widened once to four 16-bit lanes of one uint64, so the horizontal pass is
 one multiply per pixel for all channels (below), and the vertical pass is a plain loop that LLVM vectorizes.
 Only integer arithmetic with exact results is used, so the output is the same on every CPU however the
