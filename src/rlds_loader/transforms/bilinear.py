@@ -6,8 +6,9 @@ Why our own kernel: OpenCV's bit-exact resize is the only OpenCV resize whose pi
 integer arithmetic in about half the time (one thread, that frame size, this project's machine): each
 pixel's four 8-bit channels are widened once to four 16-bit lanes of one uint64, so the horizontal pass is
 one multiply per pixel for all channels (below), and the vertical pass is a plain loop that LLVM vectorizes.
-Only integer arithmetic with exact results is used, so the output is the same on every CPU however the
-compiler vectorizes it. tests/test_bilinear.py checks it against ``cv2.resize`` over many shape pairs.
+Only arithmetic with exact results is used (integers, and in the vertical pass float32 values that are
+integers below 2**24, which float32 holds exactly), so the output is the same on every CPU however the
+compiler vectorizes or fuses it. tests/test_bilinear.py checks it against ``cv2.resize`` over many shape pairs.
 
 The arithmetic (OpenCV's ``resize_bitExact`` for 8-bit images):
 
@@ -22,6 +23,11 @@ The horizontal pass computes ``s[x0] * w0 + s[x0 + 1] * w1`` as ``(s[x0 + 1] << 
 modulo 2**64 is exact for the packed word as a whole, and every lane's true result fits its 16 bits, so the
 final word holds exactly the four per-channel results. Each destination column's source index and ``w0``
 share one uint64 (``x0 << 16 | w0``): the pass is bound by loads, and this halves them.
+
+The vertical pass runs in float32: ``h * v`` is at most 65280 * 256 and the sum plus ``2**15`` stays below
+``2**24``, so every value is an exact integer, and ``>> 16`` is a multiplication by ``2**-16`` (exact)
+truncated to an integer. numba widens integer arithmetic to 64 bits; float32 keeps 16 values per AVX-512
+vector instead of 8 (the pass alone takes about a third less time; the whole kernel about 5% less).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ __all__ = ["resize_rgbx"]
 class _Axis:
     """One axis' source index and the two weights (summing to 256) of every destination index."""
 
-    __slots__ = ("first", "packed", "w0", "w1")
+    __slots__ = ("f0", "f1", "first", "packed", "w0", "w1")
 
     def __init__(self, src: int, dst: int):
         # Elementwise float64 operations round like OpenCV's softdouble ones (no fused multiply-add here).
@@ -53,6 +59,7 @@ class _Axis:
         self.w0 = (256 - w1).astype(np.uint64)
         self.w1 = w1.astype(np.uint64)
         self.packed = (self.first.astype(np.uint64) << np.uint64(16)) | self.w0
+        self.f0, self.f1 = self.w0.astype(np.float32), self.w1.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
@@ -60,7 +67,7 @@ def _plan(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[_Axis, _Axi
     return _Axis(src_hw[0], dst_hw[0]), _Axis(src_hw[1], dst_hw[1])
 
 
-_SIGNATURE = ("void(uint8[:, ::1], uint64[::1], int64[::1], uint64[::1], uint64[::1], uint16[::1], uint64[:, ::1],"
+_SIGNATURE = ("void(uint8[:, ::1], uint64[::1], int64[::1], float32[::1], float32[::1], uint16[::1], uint64[:, ::1],"
               " uint8[:, ::1])")
 
 
@@ -92,7 +99,8 @@ def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (
     held = np.full(2, -1, np.int64)  # the source row in each ring slot
     h16 = ring.view(np.uint16)  # [2, 4 w]: channel c of pixel x at 4 x + c
     n = out.shape[1]
-    half = np.uint64(1 << 15)
+    half = np.float32(1 << 15)
+    scale = np.float32(1.0 / (1 << 16))
     shift = np.uint64(16)
     byte = np.uint64(8)
     low16 = np.uint64(0xFFFF)
@@ -120,7 +128,7 @@ def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (
         vb = yw1[y]
         d = out[y]
         for j in range(n):
-            d[j] = np.uint8((np.uint64(a[j]) * va + np.uint64(b[j]) * vb + half) >> shift)
+            d[j] = np.uint8(np.int32((np.float32(a[j]) * va + np.float32(b[j]) * vb + half) * scale))
 
 
 def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scratch) -> np.ndarray:
@@ -141,6 +149,6 @@ def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scrat
     row16 = scratch("bilinear_row", 8 * (src_w + 1)).view(np.uint16)
     row16[-4:] = 0
     ring = scratch("bilinear_ring", 16 * width).view(np.uint64).reshape(2, width)
-    _kernel(image.reshape(src_h, 4 * src_w), xs.packed, ys.first, ys.w0, ys.w1, row16, ring,
+    _kernel(image.reshape(src_h, 4 * src_w), xs.packed, ys.first, ys.f0, ys.f1, row16, ring,
             out.reshape(height, 4 * width))
     return out
