@@ -46,9 +46,13 @@ def test_same_pixels_as_opencv_exact_resize():
     scratch = _scratch_factory()
     for src, dst in _shape_pairs():
         image = rng.integers(0, 256, (*src, 4), dtype=np.uint8)
+        want = _opencv(image, dst)
         out = np.empty((*dst, 4), np.uint8)
         resize_rgbx(image, dst, out, scratch)
-        np.testing.assert_array_equal(out, _opencv(image, dst), err_msg=f"{src} -> {dst}")
+        np.testing.assert_array_equal(out, want, err_msg=f"{src} -> {dst}")
+        rgb = np.empty((*dst, 3), np.uint8)  # the 3-channel output: the same pixels without the 4th channel
+        resize_rgbx(image, dst, rgb, scratch)
+        np.testing.assert_array_equal(rgb, want[..., :3], err_msg=f"{src} -> {dst}, 3 channels")
 
 
 def test_extreme_values_do_not_overflow_between_channels():

@@ -1,4 +1,5 @@
-"""uint8 [H, W, 4] -> [h, w, 4] bilinear resize in fixed point: the pixels of OpenCV's ``INTER_LINEAR_EXACT``.
+"""uint8 [H, W, 4] -> [h, w, 4] or [h, w, 3] bilinear resize in fixed point: the pixels of OpenCV's
+``INTER_LINEAR_EXACT`` (the 3-channel output drops the 4th channel, as an RGBX -> RGB conversion would).
 
 Why our own kernel: OpenCV's bit-exact resize is the only OpenCV resize whose pixels do not depend on the CPU
 (its ``INTER_LINEAR`` rounds differently in its SIMD and scalar paths), and on a DROID-like camera frame
@@ -68,7 +69,7 @@ def _plan(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[_Axis, _Axi
 
 
 _SIGNATURE = ("void(uint8[:, ::1], uint64[::1], int64[::1], float32[::1], float32[::1], uint16[::1], uint64[:, ::1],"
-              " uint8[:, ::1])")
+              " uint8[::1], uint8[:, ::1])")
 
 
 def _compiled(fn):
@@ -85,20 +86,22 @@ def _compiled(fn):
 
 
 @_compiled
-def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (compiled by numba)
-    """src [H, 4 W] -> out [h, 4 w]. `xpacked` [w]: ``x0 << 16 | w0`` per destination column. `row16`
-    [4 (W + 1)]: one source row widened to 16 bits, plus a zero pixel (the second neighbour of a border index,
-    weight 0, is then inside the array). `ring` [2, w]: the
-    horizontal pass of the two source rows the current output row blends; source row r sits in slot r % 2,
-    and the rows are computed as the output rows first need them (y0 never decreases), so memory does not
-    grow with the image and rows no output row uses are never computed."""
+def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, line, out):  # pragma: no cover (compiled by numba)
+    """src [H, 4 W] -> out [h, 4 w], or [h, 3 w] without each pixel's 4th channel (each output row is then
+    computed into `line` [4 w] and copied without it, in the cache). `xpacked` [w]: ``x0 << 16 | w0`` per
+    destination column. `row16` [4 (W + 1)]: one source row widened to 16 bits, plus a zero pixel (the second
+    neighbour of a border index, weight 0, is then inside the array). `ring` [2, w]: the horizontal pass of
+    the two source rows the current output row blends; source row r sits in slot r % 2, and the rows are
+    computed as the output rows first need them (y0 never decreases), so memory does not grow with the image
+    and rows no output row uses are never computed."""
     height = src.shape[0]
     values = src.shape[1]
     width = xpacked.shape[0]
     lanes = row16.view(np.uint64)  # pixel p's 4 channels as 16-bit lanes of lanes[p]
     held = np.full(2, -1, np.int64)  # the source row in each ring slot
     h16 = ring.view(np.uint16)  # [2, 4 w]: channel c of pixel x at 4 x + c
-    n = out.shape[1]
+    n = 4 * width
+    three = out.shape[1] == 3 * width
     half = np.float32(1 << 15)
     scale = np.float32(1.0 / (1 << 16))
     shift = np.uint64(16)
@@ -126,20 +129,27 @@ def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, out):  # pragma: no cover (
         b = h16[(y0[y] + 1) % 2]
         va = yw0[y]
         vb = yw1[y]
-        d = out[y]
+        d = line if three else out[y]
         for j in range(n):
             d[j] = np.uint8(np.int32((np.float32(a[j]) * va + np.float32(b[j]) * vb + half) * scale))
+        if three:
+            o = out[y]
+            for x in range(width):
+                o[3 * x] = line[4 * x]
+                o[3 * x + 1] = line[4 * x + 1]
+                o[3 * x + 2] = line[4 * x + 2]
 
 
 def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scratch) -> np.ndarray:
-    """uint8 [H, W, 4] -> ``out``: a writable C-contiguous uint8 [height, width, 4], ``size = (height,
-    width)``. ``scratch(name, nbytes)`` returns a reusable uint8 buffer (the caller's per-thread buffers)."""
+    """uint8 [H, W, 4] -> ``out``: a writable C-contiguous uint8 [height, width, 4], or [height, width, 3] for
+    the first three channels only (RGBX -> RGB), ``size = (height, width)``. ``scratch(name, nbytes)``
+    returns a reusable uint8 buffer (the caller's per-thread buffers)."""
     height, width = size
     if image.ndim != 3 or image.shape[2] != 4 or image.dtype != np.uint8:
         raise ValueError(f"resize_rgbx needs a uint8 [H, W, 4] image, got {image.dtype} {image.shape}")
-    if (out.shape != (height, width, 4) or out.dtype != np.uint8 or not out.flags.c_contiguous
-            or not out.flags.writeable):
-        raise ValueError(f"resize_rgbx needs out: a writable C-contiguous uint8 [{height}, {width}, 4] array, got "
+    if (out.shape not in ((height, width, 4), (height, width, 3)) or out.dtype != np.uint8
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"resize_rgbx needs out: a writable C-contiguous uint8 [{height}, {width}, 4 or 3] array, got "
                          f"{out.dtype} {out.shape} (C-contiguous: {out.flags.c_contiguous}, writable: "
                          f"{out.flags.writeable})")
     if not (image.flags.c_contiguous and image.flags.writeable):  # the kernel's signature takes neither
@@ -149,6 +159,7 @@ def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scrat
     row16 = scratch("bilinear_row", 8 * (src_w + 1)).view(np.uint16)
     row16[-4:] = 0
     ring = scratch("bilinear_ring", 16 * width).view(np.uint64).reshape(2, width)
-    _kernel(image.reshape(src_h, 4 * src_w), xs.packed, ys.first, ys.f0, ys.f1, row16, ring,
-            out.reshape(height, 4 * width))
+    line = scratch("bilinear_line", 4 * width)
+    _kernel(image.reshape(src_h, 4 * src_w), xs.packed, ys.first, ys.f0, ys.f1, row16, ring, line,
+            out.reshape(height, out.shape[2] * width))
     return out

@@ -334,8 +334,8 @@ def _decode_resize_rgbx(
 ) -> np.ndarray:
     """The camera hot path: the same pixels as decoding to RGB and ``_resize_rgb8``, without its RGB ->
     RGBX copy: libjpeg-turbo writes the 4th byte for free, the kernel resizes 4 channels (the arithmetic is
-    per channel, so R, G and B come out identical) and the X is dropped while copying into ``out``. The
-    decoded and resized images go to per-thread scratch buffers: no allocation per image.
+    per channel, so R, G and B come out identical) and drops the X as it writes each row into ``out``. The
+    decoded image goes to a per-thread scratch buffer: no allocation per image.
     """
     decoded = _scratch("decoded", 4 * decoded_hw[0] * decoded_hw[1])
     rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=decoded, **JPEG_DECODE_OPTIONS, **kwargs)
@@ -343,14 +343,11 @@ def _decode_resize_rgbx(
 
 
 def _rgbx_to_rgb(rgbx: np.ndarray, target: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
-    """uint8 [H, W, 4] -> uint8 RGB at ``target`` (the bit-exact bilinear resize), written into ``out``."""
-    height, width = target
-    small = _scratch("resized", 4 * height * width).reshape(height, width, 4)
-    resize_rgbx(rgbx, target, small, _scratch)
-    if not _writable_into(out, (height, width, 3)):
-        return _deliver(cv2.cvtColor(small, cv2.COLOR_RGBA2RGB), out)
-    cv2.cvtColor(small, cv2.COLOR_RGBA2RGB, dst=out)
-    return out
+    """uint8 [H, W, 4] -> uint8 RGB at ``target`` (the bit-exact bilinear resize, X dropped by the kernel),
+    written into ``out``."""
+    if _writable_into(out, (*target, 3)):
+        return resize_rgbx(rgbx, target, out, _scratch)
+    return _deliver(resize_rgbx(rgbx, target, np.empty((*target, 3), np.uint8), _scratch), out)
 
 
 def _bilinear_reduction(source: tuple[int, int], target: tuple[int, int]) -> bool:
