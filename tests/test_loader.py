@@ -213,7 +213,7 @@ def test_batched_rows_equal_row_by_row(robot_dir, make):
     calls = []
     for ds in batched.builder.datasets:
         orig = ds.source.read_columns
-        ds.source.read_columns = lambda cols, orig=orig: calls.append(len(cols)) or orig(cols)
+        ds.source.read_columns = lambda cols, orig=orig, **kw: calls.append(len(cols)) or orig(cols, **kw)
     by_row.builder._batchable = [False] * len(cfg.datasets)
     for i in range(4):
         assert_tree_equal(batched.get_batch(i), by_row.get_batch(i), f"batch {i}")
@@ -378,6 +378,13 @@ def test_resume_at_huge_position_reads_only_what_it_needs(robot_dir, tmp_path, m
     monkeypatch.setattr(RLDSDataset, "scan_shard", lambda self, *a, **k: scans.append(a) or orig_scan(self, *a, **k))
     monkeypatch.setattr(StepReader, "_fetch", lambda self, rs: ranges.extend(rs) or orig_fetch(self, rs))
     monkeypatch.setattr(StepReader, "_fetch_arrays", fetch_arrays)
+    orig_read_into = StepReader._read_into
+
+    def read_into(self, files, lo, n, dest, buf):  # the same, read without the GIL into a buffer
+        ranges.extend(zip([self._all_paths[f] for f in files.tolist()], lo.tolist(), (lo + n).tolist(), strict=True))
+        return orig_read_into(self, files, lo, n, dest, buf)
+
+    monkeypatch.setattr(StepReader, "_read_into", read_into)
     saver = rl.create_data_loader(cfg, 0, 1)
     saver.load_state_dict({**saver.state_dict(), "batches_seen": 10**9})
     saver.save_dataloader_state(str(tmp_path))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import uuid
@@ -430,6 +431,51 @@ def test_read_columns_gives_each_rows_steps(rich_dir, tmp_path):
         else:
             assert_equal(values, np.concatenate([np.asarray(w).reshape(-1) for w in wants]), key)
             assert values.dtype == wants[0].dtype
+    views = reader.read_columns(columns[:1], copy=False)[0]  # the thread's read buffer, not copies
+    assert all(isinstance(v, memoryview) for v in views) and [bytes(v) for v in views] == got[0]
     assert reader.read_columns(columns + [("steps/observation/joint:pos", e, t, t + 1)]) is None  # zlib-encoded
     assert reader.read_columns([("steps/observation/image", e, t, t + 2)]) is None  # two frames of a camera
     assert reader.read_columns([("steps/observation/state", e, t, T + 1)]) is None  # past the episode end
+
+
+def test_local_reads_fill_the_buffer_and_name_the_first_range_short_of_the_file(tmp_path):
+    """local_reads.read_into: every range to its place in the buffer, GIL released; -1 when all were read,
+    else the index of the first that was not (past the end of the file, a closed descriptor)."""
+    from rlds_loader import local_reads
+
+    assert local_reads.AVAILABLE
+    data = np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "shard"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offsets = np.array([99_000, 0, 4_321, 50_000], np.int64)
+        lengths = np.array([1_000, 7, 65_536, 1], np.int64)
+        dest = np.array([0, 1_000, 1_008, 66_544], np.int64)
+        buf = np.zeros(66_545, np.uint8)
+        fds = np.full(4, fd, np.int64)
+        assert local_reads.read_into(fds, offsets, lengths, dest, buf) == -1
+        for o, n, d in zip(offsets.tolist(), lengths.tolist(), dest.tolist(), strict=True):
+            assert buf[d:d + n].tobytes() == data[o:o + n]
+        short = np.array([0, 99_990, 0], np.int64)  # the second range runs past the end of the file
+        assert local_reads.read_into(fds[:3], short, np.array([5, 20, 5], np.int64),
+                                     np.array([0, 8, 32], np.int64), buf) == 1
+    finally:
+        os.close(fd)
+    assert local_reads.read_into(np.array([fd], np.int64), np.array([0], np.int64), np.array([5], np.int64),
+                                 np.array([0], np.int64), buf) == 0  # a closed descriptor
+
+
+def test_read_columns_on_a_shard_cut_short_since_indexing_names_the_file(rich_dir, tmp_path):
+    """A shard truncated after the index was built: the batch read path raises CorruptRecordError naming the
+    file and the byte range, as the other read paths do."""
+    root = tmp_path / "cut"
+    shutil.copytree(rich_dir, root)
+    ds, frames, _, reader = open_reader(str(root), "rich_rlds", "train", str(tmp_path / "cache"))
+    e = int(np.argmax(frames.offset))  # the last record of its shard
+    path, offset = reader.location(e)
+    os.truncate(path, offset + 40)
+    T = int(frames.num_steps[e])
+    with pytest.raises(CorruptRecordError, match="past the end of the file") as err:
+        reader.read_columns([("steps/observation/image", np.array([e]), np.array([T - 1]), np.array([T]))])
+    assert os.path.basename(path) in str(err.value)

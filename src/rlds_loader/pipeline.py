@@ -269,7 +269,7 @@ class BatchBuilder:
         got = ds.source.read_columns([(p, episode, t, t + 1) for p in keys.state]
                                      + [(p, episode, t, stop) for p in keys.actions]
                                      + [(cams[c], episode, t, t + 1) for c in shown]
-                                     + [(p, episode, t, t + 1) for p in step_texts])
+                                     + [(p, episode, t, t + 1) for p in step_texts], copy=False)
         if got is None:
             return False
         numbers = len(keys.state) + len(keys.actions)
@@ -428,8 +428,10 @@ class BatchBuilder:
         for name, value in zip(s.text_names, text_values[1:], strict=True):
             out[name][r] = value
 
-    def _image(self, data: bytes | np.ndarray, target: np.ndarray, k: int, camera: str) -> None:
+    def _image(self, data: bytes | memoryview | np.ndarray, target: np.ndarray, k: int, camera: str) -> None:
         s = self.schema
+        if isinstance(data, memoryview) and data[:2] != b"\xff\xd8":  # the read buffer: JPEGs decode from it,
+            data = bytes(data)  # other formats get their own bytes
         if isinstance(data, np.ndarray):  # a camera stored as raw pixels (a uint8/uint16 Tensor)
             pixels_resize(data, s.image_size, mode=s.resize_mode, out=target)
         else:

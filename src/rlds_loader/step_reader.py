@@ -44,6 +44,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
+from rlds_loader import local_reads
 from rlds_loader.errors import CorruptRecordError, FeatureKeyError
 from rlds_loader.index import EpisodeTable, FrameIndex
 from rlds_loader.step_layout import KIND_CODES, MISSING, STEPS, UNKNOWN, StepLayouts
@@ -217,10 +218,11 @@ class StepReader:
         self._plans: dict[tuple[str, str], _Plan] = {}
         self._records: OrderedDict[int, dict[str, Any]] = OrderedDict()  # whole-record path: parsed records
         self._records_lock = threading.Lock()
+        self._thread = threading.local()  # each thread's read buffer (read_columns)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_files", "_plans", "_records", "_records_lock"):
+        for name in ("_files", "_plans", "_records", "_records_lock", "_thread"):
             state.pop(name, None)
         # the dataset holds a lock and file caches: send its file system and folder, reopen it on arrival
         ds = state.pop("ds")
@@ -342,14 +344,19 @@ class StepReader:
                 out[i][j] = value
         return out
 
-    def read_columns(self, columns: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> list[Any] | None:
+    def read_columns(self, columns: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], *,
+                     copy: bool = True) -> list[Any] | None:
         """The batch form of `fetch_many` for a training batch's fixed keys: each column is (key, episodes,
         starts, stops), one request per row; all byte ranges of all columns are fetched together. Per column:
         for a numeric key the values of every row's steps, concatenated in row order, flat, in the feature's
         dtype (row r has (stops[r] - starts[r]) * the values per step); for a camera a list of each row's
         bytes, for per-step text a list of str (one step per row for both). Returns None, having read
         nothing, when any request is not a per-step key the layouts serve by byte range (the caller then
-        uses `fetch_many`, which serves everything or raises its errors)."""
+        uses `fetch_many`, which serves everything or raises its errors).
+
+        Local files are read without the GIL into a buffer of the calling thread (`local_reads`); with
+        `copy=False` a camera's values are memoryviews of that buffer, valid until this thread's next
+        `read_columns` (the batch builder decodes them at once)."""
         f = self.frames
         files, los, his = [], [], []
         served: list[tuple[_Plan, int]] = []
@@ -370,6 +377,8 @@ class StepReader:
             files.append(file)
             los.append(lo)
             his.append(hi)
+        if self._local and local_reads.AVAILABLE:
+            return self._columns_from_buffer(served, files, los, his, copy)
         blobs = self._fetch_arrays(np.concatenate(files), np.concatenate(los), np.concatenate(his))
         out: list[Any] = []
         first = 0
@@ -385,6 +394,73 @@ class StepReader:
             else:
                 out.append([bytes(blob).decode("utf-8", "replace") for blob in mine])
         return out
+
+    # A thread's read buffer is kept for its next batch up to this size; larger reads get a buffer of their own.
+    KEEP_BUFFER_BYTES = 64 << 20
+
+    def _columns_from_buffer(self, served: list[tuple[_Plan, int]], files: list[np.ndarray], los: list[np.ndarray],
+                             his: list[np.ndarray], copy: bool) -> list[Any]:
+        """read_columns for local files: every range read into one buffer, each column's ranges one after the
+        other (a numeric column is then one contiguous run of float32), columns starting 8-byte aligned."""
+        sizes = [hi - lo for lo, hi in zip(los, his, strict=True)]
+        starts, dests, at = [], [], 0
+        for n in sizes:
+            at = -(-at // 8) * 8
+            starts.append(at)
+            dests.append(at + np.cumsum(n) - n)
+            at += int(n.sum())
+        buf = self._buffer(at)
+        file, lo, n, dest = (np.concatenate(x) for x in (files, los, sizes, dests))
+        self._read_into(file, lo, n, dest, buf)
+        view = memoryview(buf)
+        out: list[Any] = []
+        for (plan, _), start, size, d in zip(served, starts, sizes, dests, strict=True):
+            if plan.fast == "numeric":
+                values = buf[start:start + int(size.sum())].view("<f4")
+                out.append(values.astype(plan.leaf.feature.dtype))  # a copy: the buffer is reused
+                continue
+            items = [view[a:a + k] for a, k in zip(d.tolist(), size.tolist(), strict=True)]
+            if plan.fast == "image":
+                out.append([bytes(x) for x in items] if copy else items)
+            else:
+                out.append([bytes(x).decode("utf-8", "replace") for x in items])
+        return out
+
+    def _buffer(self, size: int) -> np.ndarray:
+        """A uint8 buffer of `size` bytes for this thread (reused while it fits KEEP_BUFFER_BYTES)."""
+        if size > self.KEEP_BUFFER_BYTES:
+            return np.empty(size, np.uint8)
+        buf = getattr(self._thread, "buffer", None)
+        if buf is None or buf.size < size:
+            buf = self._thread.buffer = np.empty(max(size, 1 << 20), np.uint8)
+        return buf
+
+    def _read_into(self, file: np.ndarray, lo: np.ndarray, n: np.ndarray, dest: np.ndarray, buf: np.ndarray) -> None:
+        """Ranges (file number, start, length) of local shards -> buf[dest:dest + length], GIL released; a
+        range that cannot be read in full raises what `_fetch` raises for it (CorruptRecordError past the end
+        of the file, OSError)."""
+        used = np.unique(file).tolist()
+        paths = [self._all_paths[x] for x in used]
+        fd_of = np.zeros(len(self._all_paths), np.int64)
+        acquired = []
+        try:
+            for x, path in zip(used, paths, strict=True):
+                fd_of[x] = self._files.acquire(path)
+                acquired.append(path)
+            fds = fd_of[file]
+            first = 0
+            while first < len(lo):
+                bad = local_reads.read_into(fds[first:], lo[first:], n[first:], dest[first:], buf)
+                if bad < 0:
+                    return
+                i = first + bad  # re-read that one range in Python: it says what is wrong, or succeeds (EINTR)
+                path, start, end = self._all_paths[int(file[i])], int(lo[i]), int(lo[i] + n[i])
+                data = self._check_read(os.pread(int(fds[i]), end - start, start), path, start, end)
+                buf[int(dest[i]):int(dest[i]) + len(data)] = np.frombuffer(data, np.uint8)
+                first = i + 1
+        finally:
+            for path in acquired:
+                self._files.release(path)
 
     def _group_ranges(self, key: str, split: str, e: np.ndarray, a: np.ndarray,
                       b: np.ndarray) -> tuple[_Plan, np.ndarray, np.ndarray, np.ndarray] | None:

@@ -34,10 +34,10 @@ vector instead of 8 (the pass alone takes about a third less time; the whole ker
 from __future__ import annotations
 
 import functools
-import warnings
 
-import numba
 import numpy as np
+
+from rlds_loader.jit import compiled
 
 __all__ = ["resize_rgbx"]
 
@@ -72,20 +72,7 @@ _SIGNATURE = ("void(uint8[:, ::1], uint64[::1], int64[::1], float32[::1], float3
               " uint8[::1], uint8[:, ::1])")
 
 
-def _compiled(fn):
-    """Compiled for _SIGNATURE when this module is imported (not at the first image), from numba's on-disk
-    cache when it works. A cache that does not (no writable directory, a full disk, a damaged or truncated
-    cache file, which numba does not recover from by itself) must not stop the loader from importing: the
-    kernel is then compiled in memory, for this process only."""
-    try:
-        return numba.njit(_SIGNATURE, nogil=True, cache=True)(fn)
-    except Exception as e:  # noqa: BLE001 (numba raises RuntimeError, OSError, EOFError, UnpicklingError...)
-        warnings.warn(f"rlds_loader: numba's disk cache for the resize kernel is unusable ({type(e).__name__}: "
-                      f"{e}); compiling it in memory instead (slower imports)", RuntimeWarning, stacklevel=2)
-        return numba.njit(_SIGNATURE, nogil=True)(fn)
-
-
-@_compiled
+@compiled(_SIGNATURE, "the resize kernel")
 def _kernel(src, xpacked, y0, yw0, yw1, row16, ring, line, out):  # pragma: no cover (compiled by numba)
     """src [H, 4 W] -> out [h, 4 w], or [h, 3 w] without each pixel's 4th channel (each output row is then
     computed into `line` [4 w] and copied without it, in the cache). `xpacked` [w]: ``x0 << 16 | w0`` per
