@@ -278,6 +278,16 @@ def test_fuzz_features_json(obj):
     _check_features(obj)
 
 
+@pytest.mark.parametrize("dtype", [",uint8", "uint8,", "(2,)uint8", "uint8,int32", "u1,", 7, None, ["uint8"],
+                                   {"names": ["a"], "formats": ["u1"]}, "V8", "M8[s]", "<U4x"])
+def test_malformed_dtypes_in_features_json_are_feature_errors(dtype):
+    """Found by atheris: numpy parses "a,b" dtype strings with ast, and ",uint8" raised SyntaxError."""
+    obj = json.loads(json.dumps(FEATURES))
+    obj["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"]["action"][
+        "tensor"]["dtype"] = dtype
+    _check_features(obj)
+
+
 def test_deeply_nested_features_json():
     obj: dict = {"pythonClassName": "Text", "text": {}}
     for _ in range(5000):

@@ -43,9 +43,12 @@ def dtype_from_str(name: str) -> np.dtype:
         if BFLOAT16 is None:
             raise UnknownFeatureTypeError("dtype bfloat16 needs the ml_dtypes package")
         return BFLOAT16
+    if not isinstance(name, str):
+        raise UnknownFeatureTypeError(f"unknown dtype {name!r}")
     try:
         dtype = np.dtype(name)
-    except TypeError as e:
+    # numpy parses "a,b" strings as record dtypes with ast: a malformed one raises SyntaxError
+    except (TypeError, ValueError, SyntaxError) as e:
         raise UnknownFeatureTypeError(f"unknown dtype {name!r}") from e
     return check_dtype(dtype)
 
