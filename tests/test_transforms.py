@@ -392,6 +392,24 @@ def test_cmyk_jpeg_decodes_as_tensorflow(frame, adobe):
     assert not np.array_equal(simplejpeg.decode_jpeg(data), theirs)  # the check can tell them apart
 
 
+@pytest.mark.parametrize("size", [(224, 224), (120, 200), (180, 320), (60, 80), (181, 161), (1, 1)],
+                         ids=["enlarge", "reduce", "same", "dct-scaled", "just-under-2x", "one-pixel"])
+def test_decode_resize_into_out_is_the_general_path(frame, size):
+    """With `out` (the camera hot path: fewer checks, straight into the batch row) decode_resize gives what it
+    gives without, for RGB, gray, 4:4:4, CMYK and PNG frames, from bytes or a memoryview of a larger buffer."""
+    buf = io.BytesIO()
+    Image.fromarray(frame).convert("CMYK").save(buf, "JPEG", quality=95)
+    sources = [encode(frame, "JPEG", quality=95), encode(frame[:, :, 1], "JPEG", quality=90),
+               simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=95, colorsubsampling="444"),
+               buf.getvalue(), encode(frame, "PNG")]
+    for data in sources:
+        want = decode_resize(data, size)
+        for given in (data, memoryview(b"xx" + data + b"yy")[2:-2]):
+            out = np.full((*size, 3), 7, np.uint8)
+            assert decode_resize(given, size, out=out) is out
+            np.testing.assert_array_equal(out, want)
+
+
 def test_decode_resize_is_deterministic(jpeg):
     first = decode_resize(jpeg, (224, 224))
     second = decode_resize(bytes(bytearray(jpeg)), (224, 224))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,7 +34,7 @@ from PIL import Image
 from rlds_loader.errors import CorruptRecordError
 from rlds_loader.tfds.features.image_codec import JPEG_DECODE_OPTIONS, convert_image, decode_native
 from rlds_loader.tfds.features.image_codec import image_format as codec_image_format
-from rlds_loader.transforms.bilinear import resize_rgbx
+from rlds_loader.transforms.bilinear import resize_rgbx, resize_rgbx_unchecked
 
 __all__ = [
     "decode_resize",
@@ -51,6 +52,7 @@ _FILTER = Image.Resampling.BILINEAR
 cv2.setNumThreads(1)
 # decode_resize's ways to reach the target size: "stretch" (ignore the aspect ratio) or "pad" (keep it).
 _RESIZE_MODES = ("stretch", "pad")
+_FASTDCT, _FASTUPSAMPLE = JPEG_DECODE_OPTIONS["fastdct"], JPEG_DECODE_OPTIONS["fastupsample"]
 # JPEG colorspaces libjpeg cannot convert to RGB; the feature codec converts them as TensorFlow does.
 _NON_RGB_JPEG = ("CMYK", "YCCK")
 
@@ -92,6 +94,8 @@ def decode_resize(
 
     Raises CorruptRecordError when the bytes cannot be decoded.
     """
+    if mode == "stretch" and out is not None and _decode_jpeg_into(data, size, out):
+        return out
     if mode not in _RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {_RESIZE_MODES}, got {mode!r}")
     target = None if size is None else _check_size(size)
@@ -340,6 +344,34 @@ def _decode_resize_rgbx(
     decoded = _scratch("decoded", 4 * decoded_hw[0] * decoded_hw[1])
     rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=decoded, **JPEG_DECODE_OPTIONS, **kwargs)
     return _rgbx_to_rgb(rgbx, target, out)
+
+
+def _decode_jpeg_into(data: bytes | memoryview, size: Any, out: np.ndarray) -> bool:
+    """The camera hot path of decode_resize, with as little Python as possible (the decoding threads wait for
+    each other's GIL): an RGB JPEG resized by the bilinear kernel straight into ``out`` (a C-contiguous uint8
+    [h, w, 3] of the requested size), the same pixels as the general path. False, having written nothing,
+    for anything else (other formats, CMYK, DCT-scaled or unresized sizes, undecodable bytes): the general
+    path then handles it, or raises its error."""
+    shape = out.shape
+    if (len(shape) != 3 or shape[2] != 3 or out.dtype != np.uint8 or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        return False
+    try:
+        if tuple(size) != shape[:2]:
+            return False
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except (TypeError, ValueError):
+        return False
+    # the kernel's range (under a 2x reduction), a size change, a colorspace libjpeg-turbo converts
+    if 2 * shape[0] <= height or 2 * shape[1] <= width or (height, width) == shape[:2] or colorspace in _NON_RGB_JPEG:
+        return False
+    try:
+        rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=_scratch("decoded", 4 * height * width),
+                                      fastdct=_FASTDCT, fastupsample=_FASTUPSAMPLE)
+    except ValueError:
+        return False
+    resize_rgbx_unchecked(rgbx, out)
+    return True
 
 
 def _rgbx_to_rgb(rgbx: np.ndarray, target: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
