@@ -479,3 +479,28 @@ def test_read_columns_on_a_shard_cut_short_since_indexing_names_the_file(rich_di
     with pytest.raises(CorruptRecordError, match="past the end of the file") as err:
         reader.read_columns([("steps/observation/image", np.array([e]), np.array([T - 1]), np.array([T]))])
     assert os.path.basename(path) in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["missing", "unpacked"])
+def test_read_columns_checks_each_record_when_one_stores_a_key_differently(rich_dir, tmp_path, how):
+    """Where some record of the split stores a key otherwise (absent, floats not packed), read_columns checks
+    the batch's records: a batch touching that record is left to fetch_many, the others are served."""
+    ds, frames, tables, _ = open_reader(rich_dir, "rich_rlds", "test", str(tmp_path))
+    t = tables["test"]
+    key = "steps/observation/state"
+    col = t.layouts.keys.index(key)
+    kind, packed = np.array(t.layouts.kind), np.array(t.layouts.packed)
+    if how == "missing":
+        kind[2, col] = MISSING
+    else:
+        packed[2, col] = False
+    layouts = dataclasses.replace(t.layouts, kind=kind, packed=packed, source=None)
+    reader = StepReader(ds, frames, {"test": dataclasses.replace(t, layouts=layouts)})
+    row_of = {int(r): e for e, r in enumerate(reader._rows.tolist())}
+    odd = np.array([row_of[2]])
+    others = np.array([e for e in range(frames.num_episodes) if e != row_of[2]])
+    zero = np.zeros(len(others), np.int64)
+    assert reader.read_columns([(key, odd, np.zeros(1, np.int64), np.ones(1, np.int64))]) is None
+    got = reader.read_columns([(key, others, zero, zero + 1)])
+    want = [reader.read([StepRequest(int(e), key, 0, 1)])[0] for e in others]
+    assert_equal(got[0], np.concatenate([np.asarray(w).reshape(-1) for w in want]), key)

@@ -146,23 +146,42 @@ class _Files:
         self._users: dict[str, int] = {}
 
     def acquire(self, path: str) -> int:
+        return self.acquire_many([path])[0]
+
+    def acquire_many(self, paths: Sequence[str]) -> list[int]:
+        """Descriptors of `paths`, each held until released (one lock round for all)."""
+        fds = []
         with self._lock:
-            fd = self._fds.get(path)
-            if fd is None:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                self._fds[path] = fd
+            try:
+                for path in paths:
+                    fd = self._fds.get(path)
+                    if fd is None:
+                        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                        self._fds[path] = fd
+                    self._fds.move_to_end(path)
+                    self._users[path] = self._users.get(path, 0) + 1
+                    fds.append(fd)
+            except OSError:
+                self._release(paths[:len(fds)])
+                raise
+            finally:
                 self._evict()
-            self._fds.move_to_end(path)
-            self._users[path] = self._users.get(path, 0) + 1
-            return fd
+        return fds
 
     def release(self, path: str) -> None:
+        self.release_many([path])
+
+    def release_many(self, paths: Sequence[str]) -> None:
         with self._lock:
+            self._release(paths)
+            self._evict()
+
+    def _release(self, paths: Sequence[str]) -> None:
+        for path in paths:
             if path in self._users:
                 self._users[path] -= 1
                 if not self._users[path]:
                     del self._users[path]
-                self._evict()
 
     def _evict(self) -> None:
         for path in list(self._fds):
@@ -219,10 +238,11 @@ class StepReader:
         self._records: OrderedDict[int, dict[str, Any]] = OrderedDict()  # whole-record path: parsed records
         self._records_lock = threading.Lock()
         self._thread = threading.local()  # each thread's read buffer (read_columns)
+        self._everywhere: dict[tuple[str, str], bool] = {}  # _served_everywhere
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_files", "_plans", "_records", "_records_lock", "_thread"):
+        for name in ("_files", "_plans", "_records", "_records_lock", "_thread", "_everywhere"):
             state.pop(name, None)
         # the dataset holds a lock and file caches: send its file system and folder, reopen it on arrival
         ds = state.pop("ds")
@@ -365,14 +385,20 @@ class StepReader:
             a, b = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
             if not len(e) or (e < 0).any() or (e >= len(f.shard)).any():
                 return None
-            split_ids = f.split_id[e]
-            file, lo, hi = (np.zeros(len(e), np.int64) for _ in range(3))
-            for split in np.unique(split_ids).tolist():
-                sel = np.flatnonzero(split_ids == split)
-                got = self._group_ranges(key, f.splits[split], e[sel], a[sel], b[sel])
+            if len(f.splits) == 1:
+                got = self._group_ranges(key, f.splits[0], e, a, b)
                 if got is None:
                     return None
-                plan, file[sel], lo[sel], hi[sel] = got
+                plan, file, lo, hi = got
+            else:
+                split_ids = f.split_id[e]
+                file, lo, hi = (np.zeros(len(e), np.int64) for _ in range(3))
+                for split in np.unique(split_ids).tolist():
+                    sel = np.flatnonzero(split_ids == split)
+                    got = self._group_ranges(key, f.splits[split], e[sel], a[sel], b[sel])
+                    if got is None:
+                        return None
+                    plan, file[sel], lo[sel], hi[sel] = got
             served.append((plan, len(e)))
             files.append(file)
             los.append(lo)
@@ -439,14 +465,11 @@ class StepReader:
         """Ranges (file number, start, length) of local shards -> buf[dest:dest + length], GIL released; a
         range that cannot be read in full raises what `_fetch` raises for it (CorruptRecordError past the end
         of the file, OSError)."""
-        used = np.unique(file).tolist()
-        paths = [self._all_paths[x] for x in used]
+        used = np.unique(file)
+        paths = [self._all_paths[x] for x in used.tolist()]
         fd_of = np.zeros(len(self._all_paths), np.int64)
-        acquired = []
+        fd_of[used] = self._files.acquire_many(paths)
         try:
-            for x, path in zip(used, paths, strict=True):
-                fd_of[x] = self._files.acquire(path)
-                acquired.append(path)
             fds = fd_of[file]
             first = 0
             while first < len(lo):
@@ -459,8 +482,7 @@ class StepReader:
                 buf[int(dest[i]):int(dest[i]) + len(data)] = np.frombuffer(data, np.uint8)
                 first = i + 1
         finally:
-            for path in acquired:
-                self._files.release(path)
+            self._files.release_many(paths)
 
     def _group_ranges(self, key: str, split: str, e: np.ndarray, a: np.ndarray,
                       b: np.ndarray) -> tuple[_Plan, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -473,25 +495,38 @@ class StepReader:
         plan = self._key_plan(split, key)
         if plan is None or not (plan.partial and plan.per_step and plan.fast is not None and len(plan.parts) == 1):
             return None
-        if (a < 0).any() or (a > b).any() or (b > f.num_steps[e]).any():
-            return None
+        items = plan.fast in ("image", "text")
         layouts, part = self._layouts[split], plan.parts[0]
-        rows = self._rows[e]
-        if (layouts.kind[rows, part.column] != part.wire).any():
+        if items and part.item_column is None or not items and (part.wire != _FLOAT or part.per_step is None):
             return None
-        base = f.offset[e].astype(np.int64) + tfrecord.HEADER
-        if plan.fast in ("image", "text"):
-            if part.item_column is None or (b - a != 1).any():
+        # one step of an item per request, steps inside the episode
+        if ((b - a != 1) if items else (a > b)).any() or (a < 0).any() or (b > f.num_steps[e]).any():
+            return None
+        rows = self._rows[e]
+        if not self._served_everywhere(split, key, plan):  # else check these episodes' records
+            if (layouts.kind[rows, part.column] != part.wire).any() or (
+                    not items and not layouts.packed[rows, part.column].all()):
                 return None
+        base = f.offset[e].astype(np.int64) + tfrecord.HEADER
+        if items:
             item = layouts.item_first[rows] + a
             lo = base + layouts.item_offset[item, part.item_column].astype(np.int64)
             hi = lo + layouts.item_length[item, part.item_column].astype(np.int64)
         else:
-            if part.wire != _FLOAT or part.per_step is None or not layouts.packed[rows, part.column].all():
-                return None
             start = base + layouts.start[rows, part.column].astype(np.int64)
             lo, hi = start + 4 * part.per_step * a, start + 4 * part.per_step * b
         return plan, self._first_file[split] + f.shard[e].astype(np.int64), lo, hi
+
+    def _served_everywhere(self, split: str, key: str, plan: _Plan) -> bool:
+        """Whether every record of `split` stores `key` the way `_group_ranges` reads it (the kind the
+        features say, floats packed): computed once per key, so that a batch need not check its records."""
+        cached = self._everywhere.get((split, key))
+        if cached is None:
+            layouts, part = self._layouts[split], plan.parts[0]
+            cached = bool((layouts.kind[:, part.column] == part.wire).all()
+                          and (plan.fast in ("image", "text") or layouts.packed[:, part.column].all()))
+            self._everywhere[(split, key)] = cached
+        return cached
 
     # --- planning --------------------------------------------------------------------------------------
 
