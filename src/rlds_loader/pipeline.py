@@ -25,6 +25,7 @@ import grain
 import numpy as np
 
 from rlds_loader import sampling
+from rlds_loader.buffers import BlockPool
 from rlds_loader.episodes import ResolvedKeys, stack_steps
 from rlds_loader.errors import ConfigError, CorruptRecordError
 from rlds_loader.index import FrameIndex
@@ -142,6 +143,7 @@ class BatchBuilder:
         self.datasets = list(datasets)
         self.schema = schema
         self._fixed = [self._fixed_choices(ds) for ds in self.datasets]
+        self._blocks = BlockPool()  # the image arrays' memory, reused once a batch is dropped
         # datasets whose rows _fill_batched can fill: fixed choices, one frame per row, a byte-range reader
         one_frame = schema.window_size == 1 and not schema.goal
         self._batchable = [f is not None and one_frame and hasattr(ds.source, "read_columns")
@@ -177,9 +179,9 @@ class BatchBuilder:
         h, w = s.image_size
         win = (s.window_size,) if s.window_size > 1 else ()
         out = {
-            # Uninitialised: _fill_row writes every pixel of a row (a camera not shown gets zeros). Large
-            # fresh zeroed arrays cost a page fault per 4 KB on first write; reused heap memory does not.
-            "image": {c: np.empty((n, *win, h, w, 3), np.uint8) for c in s.cameras},
+            # Uninitialised: _fill_row writes every pixel of a row (a camera not shown gets zeros). From blocks
+            # the previous batches freed: fresh memory costs a page fault per 4 KB the decoders write.
+            "image": {c: self._blocks.array((n, *win, h, w, 3)) for c in s.cameras},
             "image_mask": {c: np.zeros(n, bool) for c in s.cameras},
             "state": np.zeros((n, *win, s.state_dim), np.float32),
             "actions": np.zeros((n, s.action_horizon, s.action_dim), np.float32),
