@@ -24,7 +24,7 @@ __all__ = ["BlockPool"]
 class BlockPool:
     """uint8 arrays over reusable bytearray blocks (see the module docstring). Thread-safe."""
 
-    def __init__(self, keep: int = 8):
+    def __init__(self, keep: int = 16):
         self.keep = keep
         self._blocks: dict[int, list[bytearray]] = {}
         self._lock = threading.Lock()
