@@ -53,3 +53,32 @@ def test_batches_held_by_the_user_are_never_overwritten(tmp_path):
         assert_tree_equal(b["image"], copies[i], f"batch {i}")
         np.testing.assert_array_equal(views[i], copies[i]["wrist"][1:])
         assert_tree_equal(b, loader.get_batch(i), f"batch {i} recomputed")
+
+
+def test_a_forked_child_can_allocate_while_the_parent_held_the_lock():
+    """A fork while another thread holds the pool's lock (e.g. a loader prefetching) must not leave the
+    child's pool locked forever."""
+    import os
+    import signal
+    import time
+
+    pool = BlockPool()
+    pool.array((8,))
+    with pool._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: one allocation, then exit with its own status
+            try:
+                pool.array((8,))
+                os._exit(0)
+            finally:
+                os._exit(1)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child hung on the pool's lock")

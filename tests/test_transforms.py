@@ -402,12 +402,20 @@ def test_decode_resize_into_out_is_the_general_path(frame, size):
     sources = [encode(frame, "JPEG", quality=95), encode(frame[:, :, 1], "JPEG", quality=90),
                simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=95, colorsubsampling="444"),
                buf.getvalue(), encode(frame, "PNG")]
+    import array
+
     for data in sources:
         want = decode_resize(data, size)
         for given in (data, memoryview(b"xx" + data + b"yy")[2:-2]):
             out = np.full((*size, 3), 7, np.uint8)
             assert decode_resize(given, size, out=out) is out
             np.testing.assert_array_equal(out, want)
+        # buffers whose first bytes do not compare equal to b"\xff\xd8" take the general path either way
+        for odd in (array.array("B", data), memoryview(data).cast("c")):
+            out = np.full((*size, 3), 7, np.uint8)
+            np.testing.assert_array_equal(decode_resize(odd, size, out=out), decode_resize(odd, size))
+        out = np.full((*size, 3), 7, np.uint8)  # a size given as a one-shot iterator
+        np.testing.assert_array_equal(decode_resize(data, iter(size), out=out), want)
 
 
 def test_decode_resize_is_deterministic(jpeg):

@@ -12,8 +12,10 @@ The pool keeps at most `keep` free blocks per size; blocks beyond that are left 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,26 +30,36 @@ class BlockPool:
         self.keep = keep
         self._blocks: dict[int, list[bytearray]] = {}
         self._lock = threading.Lock()
+        _LIVE_POOLS.add(self)
 
     def array(self, shape: Sequence[int]) -> np.ndarray:
         """An uninitialised uint8 array of `shape` (C-contiguous, writable) over a free or new block."""
         size = int(np.prod(shape, dtype=np.int64))
         with self._lock:
             blocks = self._blocks.setdefault(size, [])
-            block = None
             for i in range(len(blocks)):
                 # free: referenced only by the list and the getrefcount argument, no array over it
                 if sys.getrefcount(blocks[i]) == 2:
-                    block = blocks[i]
-                    break
-            if block is None:
-                block = bytearray(size)
-                if len(blocks) < self.keep:
-                    blocks.append(block)
-        return np.frombuffer(block, np.uint8, size).reshape(shape)
+                    return np.frombuffer(blocks[i], np.uint8, size).reshape(shape)
+        block = bytearray(size)  # outside the lock: zero-filling megabytes takes a while
+        array = np.frombuffer(block, np.uint8, size).reshape(shape)  # in use from here: never handed out twice
+        with self._lock:
+            blocks = self._blocks.setdefault(size, [])
+            if len(blocks) < self.keep:
+                blocks.append(block)
+        return array
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread of the parent may have held it
 
     def __getstate__(self) -> dict:  # a copy in another process starts empty
         return {"keep": self.keep}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["keep"])
+
+
+_LIVE_POOLS: weakref.WeakSet[BlockPool] = weakref.WeakSet()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: [pool._after_fork() for pool in list(_LIVE_POOLS)])

@@ -354,11 +354,11 @@ def _decode_jpeg_into(data: bytes | memoryview, size: Any, out: np.ndarray) -> b
     path then handles it, or raises its error."""
     shape = out.shape
     if (len(shape) != 3 or shape[2] != 3 or out.dtype != np.uint8 or not out.flags.c_contiguous
-            or not out.flags.writeable):
+            or not out.flags.writeable or not isinstance(size, tuple | list) or tuple(size) != shape[:2]):
+        return False
+    if codec_image_format(data) != "jpeg":  # the bytes decide, as in the general path
         return False
     try:
-        if tuple(size) != shape[:2]:
-            return False
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except (TypeError, ValueError):
         return False
