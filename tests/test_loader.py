@@ -367,20 +367,13 @@ def test_resume_at_huge_position_reads_only_what_it_needs(robot_dir, tmp_path, m
     rl.create_data_loader(cfg, 0, 1)  # build the index caches
     records, ranges, scans = [], [], []
     orig_read, orig_scan, orig_fetch = RLDSDataset.read_record, RLDSDataset.scan_shard, StepReader._fetch
-    orig_fetch_arrays = StepReader._fetch_arrays
-
-    def fetch_arrays(self, files, lo, hi):  # the ranges of a batch's fixed keys, before merging
-        ranges.extend(zip([self._all_paths[f] for f in files.tolist()], lo.tolist(), hi.tolist(), strict=True))
-        return orig_fetch_arrays(self, files, lo, hi)
-
     monkeypatch.setattr(RLDSDataset, "read_record",
                         lambda self, s, ref: records.append(ref) or orig_read(self, s, ref))
     monkeypatch.setattr(RLDSDataset, "scan_shard", lambda self, *a, **k: scans.append(a) or orig_scan(self, *a, **k))
     monkeypatch.setattr(StepReader, "_fetch", lambda self, rs: ranges.extend(rs) or orig_fetch(self, rs))
-    monkeypatch.setattr(StepReader, "_fetch_arrays", fetch_arrays)
     orig_read_into = StepReader._read_into
 
-    def read_into(self, files, lo, n, dest, buf):  # the same, read without the GIL into a buffer
+    def read_into(self, files, lo, n, dest, buf):  # a batch's fixed keys, read without the GIL into a buffer
         ranges.extend(zip([self._all_paths[f] for f in files.tolist()], lo.tolist(), (lo + n).tolist(), strict=True))
         return orig_read_into(self, files, lo, n, dest, buf)
 

@@ -348,7 +348,7 @@ class StepReader:
             else:
                 plan, files, lo, hi = got
                 served.append((key, plan, table, len(ranges)))
-                ranges += zip([self._all_paths[x] for x in files.tolist()], lo.tolist(), hi.tolist(), strict=True)
+                ranges += self._path_ranges(files, lo, hi)
         blobs = self._fetch(ranges) if ranges else []
         for key, plan, table, first in served:
             for r, (i, j, e, a, b) in enumerate(table.tolist()):
@@ -405,21 +405,18 @@ class StepReader:
             his.append(hi)
         if self._local and local_reads.AVAILABLE:
             return self._columns_from_buffer(served, files, los, his, copy)
-        blobs = self._fetch_arrays(np.concatenate(files), np.concatenate(los), np.concatenate(his))
+        blobs = self._fetch(self._path_ranges(np.concatenate(files), np.concatenate(los), np.concatenate(his)))
         out: list[Any] = []
         first = 0
         for plan, n in served:
             mine = blobs[first:first + n]
             first += n
-            if plan.fast == "numeric":
-                # Stored as float32: the feature's dtype is what `read` gives (float16 rounds, float64 widens).
-                values = np.frombuffer(b"".join(mine), "<f4")
-                out.append(values.astype(plan.leaf.feature.dtype, copy=False))
-            elif plan.fast == "image":
-                out.append([blob if isinstance(blob, bytes) else bytes(blob) for blob in mine])
-            else:
-                out.append([bytes(blob).decode("utf-8", "replace") for blob in mine])
+            out.append(_column_values(plan, mine, b"".join(mine) if plan.fast == "numeric" else b"", copy))
         return out
+
+    def _path_ranges(self, file: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[tuple[str, int, int]]:
+        """Ranges as arrays (file number in `_all_paths`, start, end) -> `_fetch`'s (path, start, end)."""
+        return list(zip([self._all_paths[x] for x in file.tolist()], lo.tolist(), hi.tolist(), strict=True))
 
     # A thread's read buffer is kept for its next batch up to this size; larger reads get a buffer of their own.
     KEEP_BUFFER_BYTES = 64 << 20
@@ -442,14 +439,10 @@ class StepReader:
         out: list[Any] = []
         for (plan, _), start, size, d in zip(served, starts, sizes, dests, strict=True):
             if plan.fast == "numeric":
-                values = buf[start:start + int(size.sum())].view("<f4")
-                out.append(values.astype(plan.leaf.feature.dtype))  # a copy: the buffer is reused
-                continue
-            items = [view[a:a + k] for a, k in zip(d.tolist(), size.tolist(), strict=True)]
-            if plan.fast == "image":
-                out.append([bytes(x) for x in items] if copy else items)
+                out.append(_column_values(plan, [], buf[start:start + int(size.sum())], copy))
             else:
-                out.append([bytes(x).decode("utf-8", "replace") for x in items])
+                out.append(_column_values(plan, [view[a:a + k] for a, k in zip(d.tolist(), size.tolist(), strict=True)],
+                                          b"", copy))
         return out
 
     def _buffer(self, size: int) -> np.ndarray:
@@ -503,10 +496,8 @@ class StepReader:
         if ((b - a != 1) if items else (a > b)).any() or (a < 0).any() or (b > f.num_steps[e]).any():
             return None
         rows = self._rows[e]
-        if not self._served_everywhere(split, key, plan):  # else check these episodes' records
-            if (layouts.kind[rows, part.column] != part.wire).any() or (
-                    not items and not layouts.packed[rows, part.column].all()):
-                return None
+        if not self._served_everywhere(split, key, plan) and not _stored_as_read(layouts, part, items, rows):
+            return None
         base = f.offset[e].astype(np.int64) + tfrecord.HEADER
         if items:
             item = layouts.item_first[rows] + a
@@ -522,10 +513,9 @@ class StepReader:
         features say, floats packed): computed once per key, so that a batch need not check its records."""
         cached = self._everywhere.get((split, key))
         if cached is None:
-            layouts, part = self._layouts[split], plan.parts[0]
-            cached = bool((layouts.kind[:, part.column] == part.wire).all()
-                          and (plan.fast in ("image", "text") or layouts.packed[:, part.column].all()))
-            self._everywhere[(split, key)] = cached
+            items = plan.fast in ("image", "text")
+            cached = self._everywhere[(split, key)] = _stored_as_read(self._layouts[split], plan.parts[0], items,
+                                                                      slice(None))
         return cached
 
     # --- planning --------------------------------------------------------------------------------------
@@ -624,35 +614,6 @@ class StepReader:
             for i in members:
                 _, rs, re = ranges[i]
                 out[i] = blob if (rs, re) == (s, e) else view[rs - s:re - s]  # whole: no copy later
-        return out
-
-    def _fetch_arrays(self, file: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[bytes | memoryview]:
-        """`_fetch` for ranges given as arrays (file number in `_all_paths`, start, end), merged with array
-        operations: the bytes of every range, in order."""
-        if not len(lo):
-            return []
-        # One sort key for (file, offset): files are far below 2**40 bytes.
-        start, end = (file << 40) | lo, (file << 40) | hi
-        order = np.argsort(start, kind="stable")
-        start, end = start[order], end[order]
-        reach = np.maximum.accumulate(end)
-        new = np.ones(len(start), bool)
-        new[1:] = start[1:] > reach[:-1] + self.merge_gap  # another file always starts a new read
-        heads = np.flatnonzero(new)
-        group_start, group_end = start[heads], np.maximum.reduceat(end, heads)
-        mask = (1 << 40) - 1
-        merged = [[self._all_paths[f], s, e, None] for f, s, e in
-                  zip((group_start >> 40).tolist(), (group_start & mask).tolist(), (group_end & mask).tolist(),
-                      strict=True)]
-        blobs = self._read_local(merged) if self._local else self._read_remote(merged)
-        group = np.cumsum(new) - 1
-        offset = group_start[group]
-        out: list[bytes | memoryview] = [b""] * len(lo)
-        views = [memoryview(blob) for blob in blobs]
-        sizes = [len(blob) for blob in blobs]
-        for i, g, a, b in zip(order.tolist(), group.tolist(), (start - offset).tolist(), (end - offset).tolist(),
-                              strict=True):
-            out[i] = blobs[g] if a == 0 and b == sizes[g] else views[g][a:b]  # whole: no copy later
         return out
 
     def _read_local(self, merged: list[list]) -> list[bytes]:
@@ -765,6 +726,25 @@ class StepReader:
             while len(self._records) > self.cache_records:
                 self._records.popitem(last=False)
         return flat
+
+
+def _stored_as_read(layouts: StepLayouts, part: _Part, items: bool, rows: Any) -> bool:
+    """Whether the records at `rows` of `layouts` store `part` as `_group_ranges` reads it: the kind the
+    features say, and (numbers) packed floats."""
+    return bool((layouts.kind[rows, part.column] == part.wire).all()
+                and (items or layouts.packed[rows, part.column].all()))
+
+
+def _column_values(plan: _Plan, items: Sequence[bytes | memoryview], numbers: Any, copy: bool) -> Any:
+    """One read_columns column from its bytes: a numeric key's values from `numbers` (the rows' packed float32,
+    one after another) in the feature's dtype (what `read` gives: float16 rounds, float64 widens; always a
+    copy, the bytes may be a reused buffer); a camera's `items` (bytes, or as given without `copy`); text
+    decoded from `items`."""
+    if plan.fast == "numeric":
+        return np.frombuffer(numbers, "<f4").astype(plan.leaf.feature.dtype)
+    if plan.fast == "image":
+        return [bytes(x) for x in items] if copy else list(items)
+    return [bytes(x).decode("utf-8", "replace") for x in items]
 
 
 def _fast_result(plan: _Plan, values: Any, steps: int) -> Any:
