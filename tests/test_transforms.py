@@ -410,6 +410,9 @@ def test_decode_resize_into_out_is_the_general_path(frame, size):
             out = np.full((*size, 3), 7, np.uint8)
             assert decode_resize(given, size, out=out) is out
             np.testing.assert_array_equal(out, want)
+        view = memoryview(b"xx" + data + b"yy")[2:-2]  # a read buffer's slice: every path decodes it as bytes
+        np.testing.assert_array_equal(decode_resize(view, size), want)
+        np.testing.assert_array_equal(decode_resize(view, size, mode="pad"), decode_resize(data, size, mode="pad"))
         # buffers whose first bytes do not compare equal to b"\xff\xd8" take the general path either way
         for odd in (array.array("B", data), memoryview(data).cast("c")):
             out = np.full((*size, 3), 7, np.uint8)

@@ -432,8 +432,6 @@ class BatchBuilder:
 
     def _image(self, data: bytes | memoryview | np.ndarray, target: np.ndarray, k: int, camera: str) -> None:
         s = self.schema
-        if isinstance(data, memoryview) and data[:2] != b"\xff\xd8":  # the read buffer: JPEGs decode from it,
-            data = bytes(data)  # other formats get their own bytes
         if isinstance(data, np.ndarray):  # a camera stored as raw pixels (a uint8/uint16 Tensor)
             pixels_resize(data, s.image_size, mode=s.resize_mode, out=target)
         else:

@@ -142,49 +142,46 @@ def resize_rgbx(image: np.ndarray, size: tuple[int, int], out: np.ndarray, scrat
                          f"{out.flags.writeable})")
     if not (image.flags.c_contiguous and image.flags.writeable):  # the kernel's signature takes neither
         image = image.copy()
-    src_h, src_w = image.shape[:2]
-    ys, xs = _plan((src_h, src_w), (height, width))
-    row16 = scratch("bilinear_row", 8 * (src_w + 1)).view(np.uint16)
-    row16[-4:] = 0
-    ring = scratch("bilinear_ring", 16 * width).view(np.uint64).reshape(2, width)
-    line = scratch("bilinear_line", 4 * width)
-    _kernel(image.reshape(src_h, 4 * src_w), xs.packed, ys.first, ys.f0, ys.f1, row16, ring, line,
-            out.reshape(height, out.shape[2] * width))
-    return out
+    return _Resizer((image.shape[0], image.shape[1], height, width), scratch)(image, out)
 
 
 def resize_rgbx_unchecked(image: np.ndarray, out: np.ndarray) -> np.ndarray:
     """`resize_rgbx` to ``out``'s size without its checks, for callers that made both arrays themselves
     (writable, C-contiguous uint8 [H, W, 4] in, [h, w, 3 or 4] out): the camera hot path. Its coefficients
     and row buffers are kept per thread and shape pair."""
-    height, width, channels = out.shape
-    key = (image.shape[0], image.shape[1], height, width)
+    key = (image.shape[0], image.shape[1], out.shape[0], out.shape[1])
     cache = _THREAD.__dict__
     resizer = cache.get(key)
     if resizer is None:
         if len(cache) >= 64:  # datasets whose image sizes vary: keep the memory bounded
             cache.clear()
-        resizer = cache[key] = _Resizer(key)
-    return resizer(image, out.reshape(height, channels * width), out)
+        resizer = cache[key] = _Resizer(key, _own_buffer)
+    return resizer(image, out)
 
 
 class _Resizer:
-    """One shape pair's coefficients and row buffers (one thread's)."""
+    """One shape pair's coefficients and the kernel's row buffers, taken from ``scratch(name, nbytes)``."""
 
     __slots__ = ("src_h", "src_w", "xpacked", "y0", "f0", "f1", "row16", "ring", "line")
 
-    def __init__(self, key: tuple[int, int, int, int]):
+    def __init__(self, key: tuple[int, int, int, int], scratch):
         self.src_h, self.src_w, height, width = key
         ys, xs = _plan((self.src_h, self.src_w), (height, width))
         self.xpacked, self.y0, self.f0, self.f1 = xs.packed, ys.first, ys.f0, ys.f1
-        self.row16 = np.zeros(4 * (self.src_w + 1), np.uint16)
-        self.ring = np.empty((2, width), np.uint64)
-        self.line = np.empty(4 * width, np.uint8)
+        self.row16 = scratch("bilinear_row", 8 * (self.src_w + 1)).view(np.uint16)
+        self.row16[-4:] = 0
+        self.ring = scratch("bilinear_ring", 16 * width).view(np.uint64).reshape(2, width)
+        self.line = scratch("bilinear_line", 4 * width)
 
-    def __call__(self, image: np.ndarray, flat_out: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, out: np.ndarray) -> np.ndarray:
         _kernel(image.reshape(self.src_h, 4 * self.src_w), self.xpacked, self.y0, self.f0, self.f1, self.row16,
-                self.ring, self.line, flat_out)
+                self.ring, self.line, out.reshape(out.shape[0], out.shape[2] * out.shape[1]))
         return out
+
+
+def _own_buffer(name: str, size: int) -> np.ndarray:
+    """A `scratch` that gives every buffer its own memory (a cached _Resizer keeps its buffers)."""
+    return np.empty(size, np.uint8)
 
 
 _THREAD = threading.local()

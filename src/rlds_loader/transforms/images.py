@@ -34,7 +34,7 @@ from PIL import Image
 from rlds_loader.errors import CorruptRecordError
 from rlds_loader.tfds.features.image_codec import JPEG_DECODE_OPTIONS, convert_image, decode_native
 from rlds_loader.tfds.features.image_codec import image_format as codec_image_format
-from rlds_loader.transforms.bilinear import resize_rgbx, resize_rgbx_unchecked
+from rlds_loader.transforms.bilinear import resize_rgbx_unchecked
 
 __all__ = [
     "decode_resize",
@@ -52,7 +52,6 @@ _FILTER = Image.Resampling.BILINEAR
 cv2.setNumThreads(1)
 # decode_resize's ways to reach the target size: "stretch" (ignore the aspect ratio) or "pad" (keep it).
 _RESIZE_MODES = ("stretch", "pad")
-_FASTDCT, _FASTUPSAMPLE = JPEG_DECODE_OPTIONS["fastdct"], JPEG_DECODE_OPTIONS["fastupsample"]
 # JPEG colorspaces libjpeg cannot convert to RGB; the feature codec converts them as TensorFlow does.
 _NON_RGB_JPEG = ("CMYK", "YCCK")
 
@@ -362,15 +361,14 @@ def _decode_jpeg_into(data: bytes | memoryview, size: Any, out: np.ndarray) -> b
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except (TypeError, ValueError):
         return False
-    # the kernel's range (under a 2x reduction), a size change, a colorspace libjpeg-turbo converts
-    if 2 * shape[0] <= height or 2 * shape[1] <= width or (height, width) == shape[:2] or colorspace in _NON_RGB_JPEG:
+    # a size change in the kernel's range (no DCT scaling), a colorspace libjpeg-turbo converts
+    if not _bilinear_reduction((height, width), shape[:2]) or (height, width) == shape[:2] or (
+            colorspace in _NON_RGB_JPEG):
         return False
     try:
-        rgbx = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=_scratch("decoded", 4 * height * width),
-                                      fastdct=_FASTDCT, fastupsample=_FASTUPSAMPLE)
+        _decode_resize_rgbx(data, {}, (height, width), shape[:2], out)
     except ValueError:
         return False
-    resize_rgbx_unchecked(rgbx, out)
     return True
 
 
@@ -378,8 +376,8 @@ def _rgbx_to_rgb(rgbx: np.ndarray, target: tuple[int, int], out: np.ndarray | No
     """uint8 [H, W, 4] -> uint8 RGB at ``target`` (the bit-exact bilinear resize, X dropped by the kernel),
     written into ``out``."""
     if _writable_into(out, (*target, 3)):
-        return resize_rgbx(rgbx, target, out, _scratch)
-    return _deliver(resize_rgbx(rgbx, target, np.empty((*target, 3), np.uint8), _scratch), out)
+        return resize_rgbx_unchecked(rgbx, out)
+    return _deliver(resize_rgbx_unchecked(rgbx, np.empty((*target, 3), np.uint8)), out)
 
 
 def _bilinear_reduction(source: tuple[int, int], target: tuple[int, int]) -> bool:
